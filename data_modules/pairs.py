@@ -1,0 +1,58 @@
+"""(user, item, label) batches for pointwise models such as NCF.
+
+Each epoch visits every training positive once; its ``num_negatives`` negatives are
+drawn fresh whenever the positive is visited (so they are resampled every epoch),
+never from the user's training items.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from data_modules.base import RecDataModule
+from data_modules.batching import BatchKey, batch_generator
+from data_modules.interactions import TRAIN, InteractionData
+from data_modules.negatives import NegativeSampler
+
+
+class PairTrainingSet(torch.utils.data.Dataset):
+    """Positives plus freshly sampled negatives, built a whole batch at a time."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, num_items: int, num_negatives: int) -> None:
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1 for a pointwise objective, got {num_negatives}")
+        self.users = users.astype(np.int64)
+        self.items = items.astype(np.int64)
+        self.num_negatives = num_negatives
+        self.sampler = NegativeSampler(self.users, self.items, num_items)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, key: BatchKey) -> dict[str, Tensor]:
+        users, items = self.users[key.indices], self.items[key.indices]
+        negatives = self.sampler.sample(users, self.num_negatives, batch_generator(key))
+        all_users = np.concatenate([users, np.repeat(users, self.num_negatives)])
+        all_items = np.concatenate([items, negatives.reshape(-1)])
+        labels = np.concatenate([np.ones(len(users)), np.zeros(negatives.size)])
+        return {
+            "user": torch.from_numpy(all_users),
+            "item": torch.from_numpy(all_items),
+            "label": torch.from_numpy(labels.astype(np.float32)),
+        }
+
+
+class PairDataModule(RecDataModule):
+    """Training pairs from the TRAIN split; ``batch_size`` counts positives."""
+
+    def __init__(
+        self, data: InteractionData, evaluator: Any, batch_size: int = 256, num_negatives: int = 4, seed: int = 0
+    ) -> None:
+        super().__init__(data, evaluator, batch_size, seed)
+        rows = data.rows(TRAIN)
+        self.train_set = PairTrainingSet(
+            rows["user"].to_numpy(), rows["item"].to_numpy(), data.num_items, num_negatives
+        )

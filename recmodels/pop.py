@@ -1,0 +1,32 @@
+"""Most-popular baseline: every user gets the same ranking by training counts."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from recmodels.base import Context, Recommender
+
+
+class MostPopular(Recommender):
+    """Scores items by how often they were interacted with in training."""
+
+    def __init__(self, num_items: int) -> None:
+        super().__init__()
+        self.num_items = num_items
+        self.register_buffer("counts", torch.zeros(num_items))
+
+    @torch.no_grad()
+    def fit(self, item_counts: Tensor) -> None:
+        if item_counts.shape != (self.num_items,):
+            raise ValueError(f"expected {self.num_items} item counts, got shape {tuple(item_counts.shape)}")
+        self.counts.copy_(item_counts.float())
+
+    def _batch_size(self, context: Context) -> int:
+        key = "user" if "user" in context else "history"
+        return context[key].shape[0]
+
+    def score_all(self, context: Context) -> Tensor:
+        return self.counts.unsqueeze(0).expand(self._batch_size(context), -1)
+
+    def score_candidates(self, context: Context, candidates: Tensor) -> Tensor:
+        return self.counts[candidates]

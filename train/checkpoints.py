@@ -1,0 +1,66 @@
+"""Reading model weights out of checkpoints, safely.
+
+Checkpoints are loaded with ``weights_only=True`` (no arbitrary pickles are executed).
+Lightning checkpoints keep the task's parameters under ``model.``; plain state dicts
+(e.g. a consolidated DeepSpeed checkpoint) are accepted as they are.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from recmodels.ncf import GMF, MLP, NeuMF
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or does not fit the model it is loaded into."""
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file from a run's checkpoints/")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); is the file complete?") from exc
+
+
+def model_state(checkpoint: dict[str, Any], prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """The recmodels module's state dict from a Lightning or plain checkpoint."""
+    state = checkpoint.get("state_dict", checkpoint)
+    if any(key.startswith(prefix) for key in state):
+        return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return state
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint's model weights, naming mismatched keys if they do not fit."""
+    state = model_state(load_checkpoint(path))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit {type(model).__name__}: {exc}. "
+            "Was it trained with another model or data configuration?"
+        ) from exc
+
+
+def neumf_from_pretrained(model: NeuMF, gmf_ckpt: str, mlp_ckpt: str, alpha: float = 0.5) -> NeuMF:
+    """NeuMF's pre-training (He et al. 2017, 3.4.1): start from trained GMF and MLP."""
+    if not isinstance(model, NeuMF):
+        raise CheckpointError(f"pre-trained GMF/MLP initialisation needs model=neumf, not {type(model).__name__}")
+    gmf = GMF(model.gmf.user_emb.num_embeddings, model.num_items, model.gmf.user_emb.embedding_dim)
+    mlp = MLP(
+        model.mlp.user_emb.num_embeddings,
+        model.num_items,
+        model.mlp.user_emb.embedding_dim,
+        [m.out_features for m in model.mlp.tower.modules() if isinstance(m, nn.Linear) and m is not model.mlp.tower.first_item],
+    )
+    load_weights(gmf, gmf_ckpt)
+    load_weights(mlp, mlp_ckpt)
+    model.load_pretrained(gmf, mlp, alpha)
+    return model

@@ -1,0 +1,87 @@
+"""The training sequence: data -> model -> fit -> best checkpoint -> test -> metrics.json.
+
+Kept as one straight function so a reader sees the whole run at once; every object
+comes from the config through ``_target_``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+
+from train.builders import build_with_data
+from train.results import flat_metrics, results_table, write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    nodes = cfg.get("callbacks") or {}
+    return [hydra.utils.instantiate(node) for node in nodes.values() if node is not None and "_target_" in node]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    node = cfg.get("logger")
+    if not node or "_target_" not in node:
+        return []
+    return [hydra.utils.instantiate(node)]
+
+
+def checkpoint_callback(callbacks: list[pl.Callback]) -> ModelCheckpoint | None:
+    return next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, keep the best checkpoint by ``cfg.monitor``, test it, write metrics.json."""
+    output_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    started = time.perf_counter()
+
+    data = hydra.utils.instantiate(cfg.data)
+    log.info(data.summary())
+    evaluator = hydra.utils.instantiate(cfg.eval)
+    model = build_with_data(cfg.model.net, data)
+    for initialise in (cfg.model.get("initialisers") or {}).values():
+        hydra.utils.instantiate(initialise)(model)  # e.g. NeuMF from pre-trained GMF/MLP
+    datamodule = hydra.utils.instantiate(cfg.model.datamodule, data=data, evaluator=evaluator, seed=cfg.seed)
+    task = hydra.utils.instantiate(cfg.model.task, model=model, evaluator=evaluator)
+
+    callbacks = build_callbacks(cfg)
+    loggers = build_loggers(cfg)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    checkpoint = checkpoint_callback(callbacks)
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    val = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    test = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+
+    metrics = flat_metrics(
+        val,
+        test,
+        protocol=evaluator.protocol_name,
+        model=cfg.model.name,
+        data=data.name,
+        best_checkpoint=best,
+        epochs=trainer.current_epoch,
+        train_seconds=round(time.perf_counter() - started, 1),
+    )
+    report_results(output_dir, metrics)
+    return metrics
+
+
+@rank_zero_only
+def report_results(output_dir: Path, metrics: dict[str, Any]) -> None:
+    write_metrics(output_dir / "metrics.json", metrics)
+    print(f"\nProtocol: {metrics['protocol']}  model: {metrics['model']}  data: {metrics['data']}")
+    print(results_table(metrics))
+    print(f"\nRun directory: {output_dir.resolve()}  (metrics.json, checkpoints, logs)")

@@ -1,0 +1,6 @@
+"""Lightning tasks: one per training objective, each wrapping a plain recmodels module."""
+from train.tasks.base import RecTask
+from train.tasks.pointwise import PointwiseTask
+from train.tasks.popularity import PopularityTask
+
+__all__ = ["RecTask", "PointwiseTask", "PopularityTask"]
