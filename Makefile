@@ -38,8 +38,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# Trains the default model (NeuMF) on the built-in synthetic data, then the
+# most-popular baseline on the same data, and prints both results tables.
 train: install
-	$(PY) -m train
+	$(PY) -m train $(ARGS)
+	$(PY) -m train model=pop $(ARGS)
 
 test: install-dev
 	$(PY) -m pytest -q

@@ -35,8 +35,17 @@ def _accepted(target: Any, facts: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in facts.items() if name in params}
 
 
+def instantiate_with(node: DictConfig, **runtime: Any) -> Any:
+    """Instantiate ``node`` with runtime objects (data, modules) that a config cannot hold.
+
+    Hydra merges keyword arguments into the config, which fails for arbitrary objects,
+    so the node is built as a partial and the objects are passed to the call.
+    """
+    return hydra.utils.instantiate(node, _partial_=True)(**runtime)
+
+
 def build_with_data(node: DictConfig, data: InteractionData, **extra: Any) -> Any:
     """Instantiate ``node`` passing the data facts its target accepts, plus ``extra``."""
     target = hydra.utils.get_object(node._target_)
     kwargs = {k: v for k, v in _accepted(target, data_facts(data)).items() if k not in node}
-    return hydra.utils.instantiate(node, **kwargs, **extra)
+    return instantiate_with(node, **kwargs, **extra)

@@ -27,13 +27,18 @@ def results_table(metrics: dict[str, Any]) -> str:
         if "/" in key and isinstance(value, float) and key.split("/")[0] in {"val", "test"}:
             split, name = key.split("/", 1)
             splits.setdefault(split, {})[name] = value
-    names = sorted({n for row in splits.values() for n in row}, key=_metric_order)
+    names = sorted({n for row in splits.values() for n in row if _shown(n)}, key=_metric_order)
     lines = ["| split | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for split in ("val", "test"):
         if split in splits:
             cells = [_fmt(splits[split].get(n)) for n in names]
             lines.append(f"| {split} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _shown(name: str) -> bool:
+    """Keep the printed table readable; metrics.json holds every metric."""
+    return name.split("@")[0] in {"hr", "ndcg"} or name in {"mrr", "coverage@10"}
 
 
 def _metric_order(name: str) -> tuple[str, int]:

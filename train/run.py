@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from train.builders import build_with_data
+from train.builders import build_with_data, instantiate_with
 from train.results import flat_metrics, results_table, write_metrics
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = build_with_data(cfg.model.net, data)
     for initialise in (cfg.model.get("initialisers") or {}).values():
         hydra.utils.instantiate(initialise)(model)  # e.g. NeuMF from pre-trained GMF/MLP
-    datamodule = hydra.utils.instantiate(cfg.model.datamodule, data=data, evaluator=evaluator, seed=cfg.seed)
-    task = hydra.utils.instantiate(cfg.model.task, model=model, evaluator=evaluator)
+    datamodule = instantiate_with(cfg.model.datamodule, data=data, evaluator=evaluator, seed=cfg.seed)
+    task = instantiate_with(cfg.model.task, model=model, evaluator=evaluator)
 
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate_with(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 

@@ -1,0 +1,28 @@
+"""Compose the real Hydra config for in-process runs on tiny synthetic data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+TINY_DATA = [
+    "data.num_users=120",
+    "data.num_items=60",
+    "data.min_length=8",
+    "data.max_length=16",
+    "logger=none",
+]
+
+
+def tiny_config(output_dir: Path, *overrides: str) -> DictConfig:
+    """The project's config with tiny data, no tracker and outputs under ``output_dir``."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*TINY_DATA, *overrides], return_hydra_config=False)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.callbacks.progress_bar = None
+        cfg.trainer.enable_progress_bar = False
+    return cfg

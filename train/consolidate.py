@@ -1,0 +1,99 @@
+"""``python -m train.consolidate CKPT_DIR [OUT]``: a DeepSpeed checkpoint -> one fp32 file.
+
+A ZeRO checkpoint is a directory of per-rank shards that only the same number of
+DeepSpeed processes can load. Consolidating gathers the fp32 master weights into one
+plain state dict (keys as in a Lightning checkpoint, ``model.`` prefix included), so
+the weights load on a single CPU process with :func:`train.checkpoints.load_weights`
+for evaluation, inference, export or as the starting point of a new run.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TAG_FILE = "latest"
+
+
+class ConsolidationError(ValueError):
+    """The path is not a DeepSpeed checkpoint directory that can be consolidated."""
+
+
+def checkpoint_tag_dir(checkpoint_dir: str | Path) -> Path:
+    """The folder holding the shards: ``<dir>/<tag>`` where ``<dir>/latest`` names the tag."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if checkpoint_dir.is_file():
+        raise ConsolidationError(
+            f"{checkpoint_dir} is a single file, not a DeepSpeed checkpoint directory; "
+            "DDP and single-process checkpoints need no consolidation (load them directly)"
+        )
+    tag_file = checkpoint_dir / TAG_FILE
+    if not tag_file.is_file():
+        hint = ""
+        inside = sorted(p.parent.name for p in checkpoint_dir.glob(f"*/{TAG_FILE}"))
+        if inside:
+            hint = f"; it contains checkpoints, pass one of: {', '.join(inside)}"
+        elif (checkpoint_dir.parent / TAG_FILE).is_file():
+            hint = f"; did you mean its parent {checkpoint_dir.parent}?"
+        raise ConsolidationError(f"{checkpoint_dir} has no '{TAG_FILE}' file, so it is not a DeepSpeed checkpoint{hint}")
+    tag_dir = checkpoint_dir / tag_file.read_text().strip()
+    if not tag_dir.is_dir():
+        raise ConsolidationError(f"{tag_file} names {tag_dir.name!r}, but {tag_dir} does not exist; is the checkpoint complete?")
+    return tag_dir
+
+
+def checkpoint_world_size(checkpoint_dir: str | Path) -> int:
+    """Number of data-parallel ranks that wrote the checkpoint (one optimizer shard each)."""
+    shards = sorted(checkpoint_tag_dir(checkpoint_dir).glob("*_optim_states.pt"))
+    if not shards:
+        raise ConsolidationError(f"{checkpoint_dir} holds no optimizer shards (*_optim_states.pt)")
+    return len(shards)
+
+
+def consolidated_state(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
+    """fp32 weights gathered from every rank's shard, Lightning key names."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    tag_dir = checkpoint_tag_dir(checkpoint_dir)
+    state = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    return {key.removeprefix("_forward_module."): value.float().contiguous() for key, value in state.items()}
+
+
+def consolidate(checkpoint_dir: str | Path, output_file: str | Path | None = None) -> Path:
+    """Write ``{"state_dict": fp32 weights, "consolidated_from": ..., "world_size": ...}``.
+
+    The file holds tensors, strings and numbers only, so ``torch.load(weights_only=True)``
+    reads it. Default output: ``<checkpoint_dir>.fp32.pt`` next to the directory.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    output = Path(output_file) if output_file else checkpoint_dir.with_name(checkpoint_dir.name + ".fp32.pt")
+    payload: dict[str, Any] = {
+        "state_dict": consolidated_state(checkpoint_dir),
+        "consolidated_from": str(checkpoint_dir.resolve()),
+        "world_size": checkpoint_world_size(checkpoint_dir),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, output)
+    return output
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="python -m train.consolidate")
+    parser.add_argument("checkpoint_dir", help="DeepSpeed checkpoint directory, e.g. <run>/checkpoints/best-epoch003.ckpt")
+    parser.add_argument("output", nargs="?", help="output file (default: <checkpoint_dir>.fp32.pt)")
+    args = parser.parse_args(argv)
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    try:
+        output = consolidate(args.checkpoint_dir, args.output)
+    except ConsolidationError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    state = torch.load(output, map_location="cpu", weights_only=True)["state_dict"]
+    numel = sum(t.numel() for t in state.values())
+    print(f"Consolidated {len(state)} tensors ({numel:,} fp32 values) into {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Per-step knobs: data settings that follow the pacing schedule step by step.
+
+Unlike the pool (fixed when an epoch starts), a knob may change before every batch: the
+maximum sequence length, the BERT4Rec mask ratio, the negative-sampling mix. A knob's
+value is a pure function of the schedule's *progress* ``p`` (0 at the start competence,
+1 at full competence), so it needs no state of its own and every rank agrees on it.
+Knobs set attributes of the objects that build batches in the main process; batches
+built ahead by DataLoader workers would not see the change, hence the check in
+:func:`require_in_process_loading`.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from recmodels.base import Recommender
+from train.curriculum.examples import TrainExamples
+
+Broadcast = Callable[[Any], Any]
+
+
+class Knob(ABC):
+    """Base: ``attach`` once to the data module, then ``apply`` before every batch."""
+
+    name = "knob"
+
+    def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
+        """Find (or wrap) the object this knob drives; raise if it is missing."""
+
+    @abstractmethod
+    def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
+        """Set the value for ``progress``; returns what to log (name -> value)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def interpolate(start: float, end: float, progress: float) -> float:
+    return start + (end - start) * min(1.0, max(0.0, progress))
+
+
+def find_owner(root: Any, attribute: str) -> Any:
+    """``root`` or the object it wraps (via ``.inner``) that has ``attribute``."""
+    node = root
+    while node is not None:
+        if hasattr(node, attribute) and not isinstance(getattr(type(node), attribute, None), property):
+            return node
+        node = getattr(node, "inner", None)
+    return None
+
+
+def resolve(datamodule: Any, path: str) -> Any:
+    """``datamodule.a.b`` for ``path="a.b"``, with an error naming what is missing."""
+    node = datamodule
+    for part in path.split("."):
+        if not hasattr(node, part):
+            raise ValueError(
+                f"curriculum target '{path}' not found: {type(node).__name__} has no attribute '{part}'. "
+                "Use a data module that builds batches with that object, or set the knob's `target`"
+            )
+        node = getattr(node, part)
+    return node
+
+
+class MaskRatio(Knob):
+    """BERT4Rec mask ratio from ``start`` to ``end`` (e.g. 0.1 -> 0.2 masked items)."""
+
+    name = "mask_prob"
+
+    def __init__(self, start: float, end: float, target: str = "train_collate") -> None:
+        for value in (start, end):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"mask ratios must lie in (0, 1), got start={start}, end={end}")
+        self.start, self.end, self.target = float(start), float(end), target
+        self.collate: Any = None
+
+    def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
+        owner = find_owner(resolve(datamodule, self.target), "mask_prob")
+        if owner is None:
+            raise ValueError(
+                f"the mask-ratio curriculum needs a masked collate (with `mask_prob`) at '{self.target}'; "
+                f"{type(resolve(datamodule, self.target)).__name__} has none (is the model BERT4Rec?)"
+            )
+        self.collate = owner
+
+    def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
+        value = interpolate(self.start, self.end, progress)
+        self.collate.mask_prob = value
+        return {"mask_prob": value}
+
+
+class TruncateWindows:
+    """Collate wrapper: keeps the last ``max_len + 1`` items of each window, then collates.
+
+    Windows are left-padded, so the kept columns are the most recent items and the
+    models' right-aligned positions still match. Truncating before the inner collate
+    means masking (BERT4Rec) only ever picks items that survive, and the batch the model
+    sees is ``max_len`` wide: shorter sequences, less attention compute.
+    """
+
+    def __init__(self, inner: Callable[[Any], dict[str, Tensor]], max_len: int) -> None:
+        self.inner = inner
+        self.max_len = max_len
+
+    def __call__(self, data: Any) -> dict[str, Tensor]:
+        batch = data if isinstance(data, dict) else {k: torch.stack([d[k] for d in data]) for k in data[0]}
+        sequence = batch["sequence"]
+        if sequence.shape[1] > self.max_len + 1:
+            batch = {**batch, "sequence": sequence[:, -(self.max_len + 1) :]}
+        return self.inner(batch)
+
+
+class MaxLength(Knob):
+    """Sequence-length curriculum: the batch width grows from ``start`` to ``end`` items.
+
+    ``end`` defaults to the training windows' width. Lengths are rounded up to a
+    multiple of ``multiple_of`` (e.g. 8 for tensor-core friendly shapes).
+    """
+
+    name = "max_len"
+
+    def __init__(self, start: int, end: int | None = None, multiple_of: int = 1, target: str = "train_collate") -> None:
+        if start < 1 or (end is not None and end < start) or multiple_of < 1:
+            raise ValueError(f"max_len schedule needs 1 <= start <= end and multiple_of >= 1; got {start}, {end}, {multiple_of}")
+        self.start, self.end, self.multiple_of, self.target = int(start), end, int(multiple_of), target
+        self.wrapper: TruncateWindows | None = None
+
+    def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
+        if examples is None or examples.history is None:
+            raise ValueError("the max_len curriculum needs sequence windows (SASRec/BERT4Rec data), not pairs")
+        width = examples.history.shape[1]
+        self.end = width if self.end is None else min(int(self.end), width)
+        if self.start > self.end:
+            raise ValueError(f"max_len start {self.start} exceeds the windows' width {self.end}")
+        collate = resolve(datamodule, self.target)
+        if not isinstance(collate, TruncateWindows):
+            collate = TruncateWindows(collate, self.end)
+            _set_path(datamodule, self.target, collate)
+        self.wrapper = collate
+
+    def value(self, progress: float) -> int:
+        raw = math.ceil(interpolate(self.start, float(self.end), progress) - 1e-9)
+        return int(min(self.end, math.ceil(raw / self.multiple_of) * self.multiple_of))
+
+    def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
+        value = self.value(progress)
+        self.wrapper.max_len = value
+        return {"max_len": float(value)}
+
+
+def _set_path(root: Any, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = root
+    for part in parents:
+        node = getattr(node, part)
+    setattr(node, last, value)
+
+
+def require_in_process_loading(loader: Any) -> None:
+    """Per-step knobs act on the main process's objects: refuse DataLoader workers."""
+    workers = getattr(loader, "num_workers", 0)
+    if workers:
+        raise ValueError(
+            f"per-step curriculum knobs need the training DataLoader to build batches in the main "
+            f"process, but it uses num_workers={workers}; set the data module's num_workers to 0"
+        )

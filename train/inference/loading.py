@@ -1,0 +1,141 @@
+"""Rebuild a trained model and everything around it from a run directory.
+
+The network is built from the saved config through the same builder as training
+(:func:`train.builders.build_with_data`), then the checkpoint's weights are loaded
+with ``weights_only=True``. A mismatch (other model, other data) raises
+:class:`~train.checkpoints.CheckpointError` naming the keys.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from data_modules.interactions import PAD, TEST, TRAIN, VAL, Histories, InteractionData
+from recmodels.base import Context, Recommender
+from train.artifacts import load_run_artifacts
+from train.builders import build_with_data
+from train.checkpoints import CheckpointError, load_weights
+from train.inference.ids import IdIndex
+
+
+@dataclass
+class RunContext:
+    """What inference needs next to the network: ids, histories, sizes, the config.
+
+    ``known`` holds every user's interactions over all splits in time order: it is both
+    the sequence models' input history and the set of items excluded from
+    recommendations (everything the user has already seen).
+    """
+
+    run_dir: Path
+    cfg: DictConfig
+    data: InteractionData
+    meta: dict[str, Any]
+    weights: Path
+    users: IdIndex
+    items: IdIndex
+    known: Histories
+    max_history: int
+    uses_user: bool  # score_all reads context["user"]
+    uses_history: bool  # score_all reads context["history"]
+    device: torch.device
+
+    @property
+    def model_name(self) -> str:
+        return str(self.meta.get("model") or self.cfg.model.get("name", "model"))
+
+    @property
+    def accepts_history_only(self) -> bool:
+        """Whether ad-hoc histories (no known user) can be scored."""
+        return not self.uses_user
+
+    def user_context(self, users: np.ndarray) -> Context:
+        """Context of known users: their id and their whole known history."""
+        users = np.asarray(users, dtype=np.int64)
+        context = {"user": torch.from_numpy(users).to(self.device)}
+        if self.uses_history:
+            context["history"] = torch.from_numpy(self.known.padded(users, self.max_history)).to(self.device)
+        return context
+
+    def history_context(self, histories: list[np.ndarray]) -> Context:
+        """Context of ad-hoc histories (internal item ids, oldest first), left-padded."""
+        out = np.full((len(histories), self.max_history), PAD, dtype=np.int64)
+        lengths = np.array([min(len(h), self.max_history) for h in histories], dtype=np.int64)
+        if len(histories):
+            tails = np.concatenate([np.asarray(h, dtype=np.int64)[len(h) - n :] for h, n in zip(histories, lengths)])
+            rows = np.repeat(np.arange(len(histories)), lengths)
+            cols = self.max_history - lengths[rows] + (np.arange(len(tails)) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+            out[rows, cols] = tails
+        return {"history": torch.from_numpy(out).to(self.device)}
+
+
+def load_recommender(
+    path: str | Path, ckpt: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[Recommender, RunContext]:
+    """(model in eval mode on ``device``, its :class:`RunContext`) from a run directory.
+
+    ``path`` is a run directory, its ``artifacts/`` folder, or a checkpoint inside it
+    (a Lightning ``.ckpt`` or a consolidated DeepSpeed fp32 state dict); ``ckpt``
+    overrides the weights the run recorded.
+    """
+    art = load_run_artifacts(path, ckpt)
+    model = build_with_data(art.cfg.model.net, art.data)
+    if not isinstance(model, Recommender):
+        raise CheckpointError(f"{art.cfg.model.net._target_} is not a Recommender; cannot serve it")
+    load_weights(model, art.weights)
+    device = torch.device(device)
+    model.to(device).eval()
+    uses_user, uses_history = _inputs_read(model, device)
+    known = art.data.histories(TRAIN, VAL, TEST)
+    context = RunContext(
+        run_dir=art.run_dir,
+        cfg=art.cfg,
+        data=art.data,
+        meta=art.meta,
+        weights=art.weights,
+        users=IdIndex(art.data.user_ids, "user"),
+        items=IdIndex(art.data.item_ids, "item"),
+        known=known,
+        max_history=_max_history(art.cfg, model),
+        uses_user=uses_user,
+        uses_history=uses_history,
+        device=device,
+    )
+    return model, context
+
+
+def _max_history(cfg: DictConfig, model: Recommender) -> int:
+    """History length the evaluator used, capped by what the model reads."""
+    length = int(cfg.get("eval", {}).get("max_history", 200))
+    model_len = getattr(model, "max_len", None)
+    return min(length, int(model_len)) if model_len else length
+
+
+@torch.inference_mode()
+def _inputs_read(model: Recommender, device: torch.device) -> tuple[bool, bool]:
+    """Which context keys ``score_all`` needs, found by trying each key alone.
+
+    Models say nothing about their inputs in the interface, and probing once at load
+    keeps every model usable without per-class tables.
+    """
+    user = {"user": torch.zeros(1, dtype=torch.long, device=device)}
+    history = {"history": torch.zeros(1, 1, dtype=torch.long, device=device)}
+    user_alone, history_alone = _works(model, user), _works(model, history)
+    if not (user_alone or history_alone):
+        return True, True  # needs both keys
+    if user_alone and history_alone:
+        return False, False  # reads neither (e.g. most-popular)
+    return user_alone, history_alone
+
+
+def _works(model: Recommender, context: Context) -> bool:
+    try:
+        model.score_all(context)
+        return True
+    except KeyError:
+        return False
