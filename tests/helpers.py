@@ -23,6 +23,5 @@ def tiny_config(output_dir: Path, *overrides: str) -> DictConfig:
         cfg = compose(config_name="train", overrides=[*TINY_DATA, *overrides], return_hydra_config=False)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
-        cfg.callbacks.progress_bar = None
         cfg.trainer.enable_progress_bar = False
     return cfg

@@ -218,7 +218,7 @@ def split_candidates(
         if clash:
             warnings.warn(
                 f"{clash} of {len(users)} rows list their target among the given negatives; "
-                "the tie counts against the target (pessimistic rank)",
+                "those copies of the target are not counted as negatives",
                 stacklevel=2,
             )
     else:

@@ -155,6 +155,10 @@ class Evaluator:
             cands = batch["candidates"]
             scores = model.score_candidates(context, cands).float()
             _check_shape(scores, cands.shape, "score_candidates")
+            # A listed negative that *is* the target item (NCF's test.negative has 156) is
+            # the same item, not a competitor: drop it, as the paper's dict-based code does.
+            duplicate = cands[:, 1:] == cands[:, :1]
+            scores[:, 1:] = scores[:, 1:].masked_fill(duplicate, float("-inf"))
             target_col = torch.zeros(len(cands), dtype=torch.long, device=scores.device)
             metric.update(pessimistic_rank(scores, target_col), None)
             return

@@ -2,5 +2,6 @@
 from train.tasks.base import RecTask
 from train.tasks.pointwise import PointwiseTask
 from train.tasks.popularity import PopularityTask
+from train.tasks.sequence import SequenceTask
 
-__all__ = ["RecTask", "PointwiseTask", "PopularityTask"]
+__all__ = ["RecTask", "PointwiseTask", "PopularityTask", "SequenceTask"]

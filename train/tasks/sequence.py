@@ -1,0 +1,49 @@
+"""Sequence objective: next-item (SASRec) or masked-item (BERT4Rec) prediction.
+
+The loss is chosen by config (``bce``, ``ce``, ``sampled_softmax``, ``gbce``; see
+recmodels/losses.py) and applied at every position that has a target.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from recmodels.losses import LOSSES, make_loss, sequence_loss
+from train.tasks.base import RecTask
+
+
+class SequenceTask(RecTask):
+    """Trains a SASRec/BERT4Rec-style model on batches of ``history`` and ``targets``."""
+
+    def __init__(self, model, evaluator, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
+                 loss: dict[str, Any] | None = None) -> None:
+        super().__init__(model, evaluator, optimizer, scheduler, scheduler_interval)
+        self.loss_config = dict(loss or {"name": "ce"})
+        name = self.loss_config.get("name")
+        if name not in LOSSES:
+            raise ValueError(f"model.task.loss.name={name!r} is unknown; choose one of {sorted(LOSSES)}")
+        self.loss_fn: torch.nn.Module | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.loss_fn is not None:
+            return
+        options = {k: v for k, v in self.loss_config.items() if k != "name"}
+        name = self.loss_config["name"]
+        # Popularity-based proposals need the training counts, which only the data knows.
+        if "item_counts" in inspect.signature(LOSSES[name]).parameters and self.trainer is not None:
+            options.setdefault("item_counts", self.trainer.datamodule.data.item_popularity())
+        self.loss_fn = make_loss(name, self.model.num_items, **options)
+
+    def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.loss_fn is None:
+            self.setup("fit")
+        # Negatives are drawn from a per-step stream so a resumed run replays them exactly.
+        self.loss_fn.generator = _step_generator(self.device, self.trainer.global_step if self._trainer else 0, self.global_rank)
+        return sequence_loss(self.model, batch, self.loss_fn)
+
+
+def _step_generator(device: torch.device, step: int, rank: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(1_000_003 * step + rank)
