@@ -105,19 +105,31 @@ class RankingMetrics(Metric):
             )
         self.register_buffer("_k_tensor", torch.tensor(self.ks), persistent=False)
 
+    _SUMS = ("count", "hits", "ndcg_sum", "rr_at_k_sum", "rr_sum")
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
+        """Keep the sums in float64 whatever a precision plugin does: ``module.to(bf16)``
+        would otherwise round them (bf16 cannot even count past 256 exactly)."""
+        this = super()._apply(fn, *args, **kwargs)
+        for name in self._SUMS:
+            if getattr(this, name).dtype != torch.float64:
+                setattr(this, name, getattr(this, name).double())
+                this._defaults[name] = this._defaults[name].double()
+        return this
+
     def update(self, ranks: Tensor, topk_items: Tensor | None = None) -> None:
         """Add a batch: ``ranks`` [B] 0-based pessimistic target ranks, ``topk_items``
         [B, >=max_k] the recommended items in order (entries < 0 are ignored), needed
         only for coverage."""
         if ranks.dim() != 1:
             raise ValueError(f"ranks must be [B], got shape {tuple(ranks.shape)}")
-        ranks = ranks.to(self.hits.device, torch.float64)
-        ks = self._k_tensor.to(ranks.device, torch.float64)
+        ranks = ranks.to(self.hits.device, self.hits.dtype)
+        ks = self._k_tensor.to(ranks.device, ranks.dtype)
         hit = ranks.unsqueeze(1) < ks.unsqueeze(0)  # [B, K]
         rr = 1.0 / (ranks + 1.0)
         gain = 1.0 / torch.log2(ranks + 2.0)
         self.count += ranks.numel()
-        self.hits += hit.sum(dim=0, dtype=torch.float64)
+        self.hits += hit.sum(dim=0, dtype=ranks.dtype)
         self.ndcg_sum += (gain.unsqueeze(1) * hit).sum(dim=0)
         self.rr_at_k_sum += (rr.unsqueeze(1) * hit).sum(dim=0)
         self.rr_sum += rr.sum()
@@ -168,7 +180,7 @@ class RankingMetrics(Metric):
                 denom = p + hr
                 out[f"f1@{k}"] = torch.where(denom > 0, 2 * p * hr / denom.clamp(min=1e-300), 0.0)
             if "coverage" in self.metrics:
-                covered = (self.item_counts[i] > 0).sum(dtype=torch.float64)
+                covered = (self.item_counts[i] > 0).sum(dtype=self.hits.dtype)
                 out[f"coverage@{k}"] = covered / self.num_items
         if "mrr" in self.metrics:
             out["mrr"] = self.rr_sum / n
