@@ -1,0 +1,179 @@
+"""On-disk cache of preprocessed :class:`InteractionData`.
+
+Parsing and filtering a 20M-row file takes far longer than reading back Parquet, so each
+source stores its result under ``<cache_dir>/<name>-<key>/``. The key hashes the source's
+settings (loader and preprocessing options) and the size and mtime of every raw file,
+so editing a setting or a file gives a new cache entry instead of stale data.
+
+Layout of one entry: ``interactions.parquet``, ``user_ids.parquet``, ``item_ids.parquet``,
+optional ``item_features.parquet``/``user_features.parquet``, ``negatives_<split>.npy``
+for given evaluation negatives, and ``meta.json`` (name, report, format version).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_modules.interactions import InteractionData
+
+log = logging.getLogger(__name__)
+
+# Bump when the stored layout or preprocessing semantics change: old entries are ignored.
+CACHE_VERSION = 1
+META = "meta.json"
+
+
+def cache_key(settings: Mapping[str, Any], files: Iterable[str | os.PathLike]) -> str:
+    """Hash of the settings and of each file's path, size and mtime (16 hex chars)."""
+    stats = []
+    for path in sorted(str(Path(f).resolve()) for f in files):
+        stat = os.stat(path)
+        stats.append([path, stat.st_size, stat.st_mtime_ns])
+    payload = json.dumps(
+        {"version": CACHE_VERSION, "settings": settings, "files": stats},
+        sort_keys=True,
+        default=_json_default,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_or_build(
+    build: Callable[[], InteractionData],
+    *,
+    name: str,
+    settings: Mapping[str, Any],
+    files: Iterable[str | os.PathLike],
+    cache_dir: str | os.PathLike | None,
+) -> InteractionData:
+    """Return the cached data for (settings, files) or build, store and return it.
+
+    ``cache_dir=None`` disables caching. A cache folder that cannot be written only
+    costs a warning: the data is still returned.
+    """
+    if cache_dir is None:
+        return build()
+    entry = Path(cache_dir) / f"{_safe(name)}-{cache_key(settings, files)}"
+    if (entry / META).is_file():
+        try:
+            data = load(entry)
+            log.info("loaded %s from cache %s", name, entry)
+            return data
+        except Exception as exc:  # a damaged entry is rebuilt, never trusted
+            log.warning("ignoring unreadable cache entry %s (%s); rebuilding", entry, exc)
+            shutil.rmtree(entry, ignore_errors=True)
+    data = build()
+    try:
+        save(data, entry)
+        log.info("cached %s at %s", name, entry)
+    except OSError as exc:
+        log.warning("could not write cache %s (%s); set cache_dir to a writable folder", entry, exc)
+    return data
+
+
+def save(data: InteractionData, entry: str | os.PathLike) -> None:
+    """Write ``data`` to ``entry`` atomically (temp folder + rename)."""
+    entry = Path(entry)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        data.interactions.to_parquet(tmp / "interactions.parquet", index=False)
+        _write_ids(data.user_ids, tmp / "user_ids.parquet")
+        _write_ids(data.item_ids, tmp / "item_ids.parquet")
+        for kind, frame in (("item", data.item_features), ("user", data.user_features)):
+            if frame is not None:
+                frame.to_parquet(tmp / f"{kind}_features.parquet")
+        for split, negatives in data.eval_negatives.items():
+            np.save(tmp / f"negatives_{split}.npy", np.asarray(negatives))
+        meta = {
+            "version": CACHE_VERSION,
+            "name": data.name,
+            "report": data.report,
+            "negatives": sorted(data.eval_negatives),
+        }
+        (tmp / META).write_text(json.dumps(meta, default=_json_default, indent=1))
+        _publish(tmp, entry)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, entry: Path) -> None:
+    """Rename ``tmp`` to ``entry``. If another process (e.g. another rank) published the
+    same entry first, keep theirs; a damaged old entry is replaced."""
+    try:
+        os.replace(tmp, entry)
+        return
+    except OSError:
+        if (entry / META).is_file():
+            return
+    shutil.rmtree(entry, ignore_errors=True)
+    os.replace(tmp, entry)
+
+
+def load(entry: str | os.PathLike) -> InteractionData:
+    """Read an entry written by :func:`save`."""
+    entry = Path(entry)
+    meta = json.loads((entry / META).read_text())
+    if meta.get("version") != CACHE_VERSION:
+        raise ValueError(f"cache format {meta.get('version')} != {CACHE_VERSION}")
+    features = {}
+    for kind in ("item", "user"):
+        path = entry / f"{kind}_features.parquet"
+        features[kind] = _read_frame(path) if path.exists() else None
+    return InteractionData(
+        interactions=pd.read_parquet(entry / "interactions.parquet"),
+        user_ids=_read_ids(entry / "user_ids.parquet"),
+        item_ids=_read_ids(entry / "item_ids.parquet"),
+        name=meta["name"],
+        eval_negatives={s: np.load(entry / f"negatives_{s}.npy") for s in meta["negatives"]},
+        item_features=features["item"],
+        user_features=features["user"],
+        report=meta["report"],
+    )
+
+
+def _write_ids(ids: np.ndarray, path: Path) -> None:
+    pq.write_table(pa.table({"raw": pa.array(ids)}), path)
+
+
+def _read_ids(path: Path) -> np.ndarray:
+    return pq.read_table(path).column("raw").to_numpy(zero_copy_only=False)
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    """Parquet gives list cells back as numpy arrays; turn them into lists as written."""
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    for field in table.schema:
+        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+            frame[field.name] = pd.Series(
+                table.column(field.name).to_pylist(), index=frame.index, dtype=object
+            )
+    return frame
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, (np.ndarray, tuple, set)):
+        return list(value.tolist() if isinstance(value, np.ndarray) else value)
+    if isinstance(value, os.PathLike):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in the cache metadata")

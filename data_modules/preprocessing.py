@@ -1,0 +1,473 @@
+"""Canonical raw table -> :class:`InteractionData`.
+
+Every source produces the same *raw table* (columns ``user``, ``item``, optional
+``timestamp``, optional ``rating``, optional ``split``; raw ids of any sortable type)
+and hands it to :func:`preprocess`, so filtering, id remapping and splitting behave the
+same whatever the file format was.
+
+Steps, in order (each one counted in ``report``):
+
+1. ``rating_threshold``: keep rows with ``rating >= threshold`` (implicit feedback).
+2. stable sort by (user, timestamp): ties keep their file order.
+3. ``dedup``: keep the first (earliest) occurrence of each (user, item) pair.
+4. iterative k-core: drop users with fewer than ``min_user_interactions`` and items with
+   fewer than ``min_item_interactions`` rows, repeated until nothing changes.
+5. dense ids: ``0..n-1`` in sorted raw-id order (already dense 0-based ids stay the same).
+6. split: ``loo`` (last -> TEST, second-last -> VAL; users with fewer than 3 rows are
+   kept in TRAIN or dropped, see ``short_users``), ``ratio`` (per-user chronological
+   fractions), ``time`` (global timestamp cutoffs) or ``given`` (the raw ``split`` column).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from data_modules.interactions import SPLIT_CODES, TEST, TRAIN, VAL, InteractionData
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("loo", "ratio", "time", "given")
+SHORT_USERS = ("train_only", "drop")
+# Tables at least this long get a stage progress bar.
+PROGRESS_MIN_ROWS = 200_000
+
+
+class DataFormatError(ValueError):
+    """Input data breaks the expected format; the message names the place and the fix."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Preprocessing options (the ``preprocess:`` block of every ``conf/data/*.yaml``)."""
+
+    rating_threshold: float | None = None
+    dedup: bool = True
+    min_user_interactions: int = 0
+    min_item_interactions: int = 0
+    split: str = "loo"
+    short_users: str = "train_only"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    time_cutoffs: tuple[float, float] | None = None
+    time_quantiles: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"preprocess.split={self.split!r} is unknown; use one of {SPLITS}")
+        if self.short_users not in SHORT_USERS:
+            raise ValueError(
+                f"preprocess.short_users={self.short_users!r} is unknown; use one of {SHORT_USERS}"
+            )
+        if self.min_user_interactions < 0 or self.min_item_interactions < 0:
+            raise ValueError("preprocess.min_user_interactions/min_item_interactions must be >= 0")
+        ratios = tuple(float(r) for r in self.ratios)
+        if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] <= 0:
+            raise ValueError(
+                f"preprocess.ratios={list(self.ratios)} must be three fractions "
+                "[train, val, test] summing to 1 with train > 0, e.g. [0.8, 0.1, 0.1]"
+            )
+        object.__setattr__(self, "ratios", ratios)
+        for key in ("time_cutoffs", "time_quantiles"):
+            value = getattr(self, key)
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) != 2 or value[0] > value[1]:
+                    raise ValueError(
+                        f"preprocess.{key}={list(value)} must be [val_start, test_start] "
+                        "with val_start <= test_start"
+                    )
+                object.__setattr__(self, key, value)
+        if self.time_quantiles is not None and not 0 <= self.time_quantiles[0] <= 1:
+            raise ValueError("preprocess.time_quantiles must lie in [0, 1], e.g. [0.8, 0.9]")
+        if self.split == "time" and (self.time_cutoffs is None) == (self.time_quantiles is None):
+            raise ValueError(
+                "preprocess.split='time' needs exactly one of time_cutoffs "
+                "(absolute timestamps [val_start, test_start]) or time_quantiles (e.g. [0.8, 0.9])"
+            )
+
+    @classmethod
+    def of(cls, value: "PreprocessConfig | Mapping[str, Any] | None") -> "PreprocessConfig":
+        """Accept a config object, a plain/Hydra mapping, or ``None`` (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown preprocess option(s) {unknown}; valid options are {sorted(known)}"
+            )
+        return cls(**{k: _plain(v) for k, v in value.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _plain(value: Any) -> Any:
+    """Hydra ListConfig/list -> tuple so the frozen config stays hashable and comparable."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return tuple(value)
+    return value
+
+
+def preprocess(
+    raw: pd.DataFrame,
+    config: PreprocessConfig | Mapping[str, Any] | None = None,
+    *,
+    name: str = "data",
+    item_features: pd.DataFrame | None = None,
+    user_features: pd.DataFrame | None = None,
+    source_report: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> InteractionData:
+    """Filter, remap and split a raw table (see the module docstring for the steps).
+
+    ``item_features``/``user_features`` are indexed by *raw* id; the result's are
+    indexed by internal id and hold exactly the kept ids (missing ones are counted).
+    """
+    cfg = PreprocessConfig.of(config)
+    show = len(raw) >= PROGRESS_MIN_ROWS if progress is None else progress
+    report: dict[str, Any] = {"source": dict(source_report or {}), "preprocess": cfg.to_dict()}
+    with tqdm(total=6, desc=f"preprocess {name}", disable=not show, leave=False) as bar:
+        frame = _validate(raw, cfg, report)
+        # Ids become integer codes in sorted raw-id order once; every later step
+        # (sort, dedup, k-core, split, remap) works on those codes.
+        user_codes, user_raw = _encode(frame["user"], "user")
+        item_codes, item_raw = _encode(frame["item"], "item")
+        frame["user"], frame["item"] = user_codes, item_codes
+        bar.set_postfix_str("threshold")
+        frame = _apply_threshold(frame, cfg, report)
+        bar.update()
+        bar.set_postfix_str("sort+dedup")
+        frame = _sort_and_dedup(frame, cfg, report)
+        bar.update()
+        bar.set_postfix_str("k-core")
+        frame = _kcore(frame, cfg, report)
+        bar.update()
+        bar.set_postfix_str("split")
+        frame = _split(frame, cfg, report)
+        bar.update()
+        bar.set_postfix_str("remap")
+        interactions, user_ids, item_ids = _remap(frame, user_raw, item_raw)
+        bar.update()
+        bar.set_postfix_str("features")
+        data = InteractionData(
+            interactions=interactions,
+            user_ids=user_ids,
+            item_ids=item_ids,
+            name=name,
+            item_features=_align_features(item_features, item_ids, "item", report),
+            user_features=_align_features(user_features, user_ids, "user", report),
+            report=report,
+        )
+        bar.update()
+    counts = np.bincount(interactions["split"].to_numpy(), minlength=3)
+    report.update(
+        num_users=data.num_users,
+        num_items=data.num_items,
+        num_interactions=len(interactions),
+        split_counts={"train": int(counts[TRAIN]), "val": int(counts[VAL]), "test": int(counts[TEST])},
+    )
+    log.info("%s", data.summary())
+    return data
+
+
+# --- steps ---------------------------------------------------------------------------
+
+
+def _validate(raw: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
+    """Check the raw-table contract and return a fresh frame with the known columns only."""
+    missing = [c for c in ("user", "item") if c not in raw.columns]
+    if missing:
+        raise DataFormatError(
+            f"raw interaction table lacks column(s) {missing} (has {list(raw.columns)}); "
+            "a source must name its columns user, item, timestamp[, rating]"
+        )
+    frame = pd.DataFrame({"user": raw["user"].to_numpy(), "item": raw["item"].to_numpy()})
+    if "timestamp" in raw.columns:
+        frame["timestamp"] = _as_timestamp(raw["timestamp"])
+    else:
+        frame["timestamp"] = np.arange(len(raw), dtype=np.int64)
+        report["timestamp_from_row_order"] = True
+    if "rating" in raw.columns:
+        frame["rating"] = pd.to_numeric(raw["rating"], errors="coerce").to_numpy(np.float32)
+    if cfg.split == "given":
+        if "split" not in raw.columns:
+            raise DataFormatError("preprocess.split='given' needs a 'split' column in the raw table")
+        frame["split"] = _as_split_codes(raw["split"])
+    report["rows_in"] = len(frame)
+    for column in frame.columns:
+        nulls = int(frame[column].isna().sum())
+        if nulls:
+            raise DataFormatError(
+                f"raw interaction table has {nulls} row(s) with a missing {column!r}; "
+                "the loader must skip and count them before preprocessing"
+            )
+    if len(frame) == 0:
+        raise ValueError(f"the source produced no interactions (report: {report['source']})")
+    return frame
+
+
+def _as_timestamp(column: pd.Series) -> np.ndarray:
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return column.to_numpy("datetime64[s]").astype(np.int64)
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.to_numpy(dtype=np.float64 if column.hasnans else None)
+        integral = np.issubdtype(values.dtype, np.integer) or (
+            not column.hasnans and np.all(np.mod(values, 1) == 0)
+        )
+        return values.astype(np.int64) if integral else values.astype(np.float64)
+    raise DataFormatError(
+        f"timestamp column has dtype {column.dtype}; give numbers or datetimes "
+        "(a source should parse date strings with pandas.to_datetime)"
+    )
+
+
+def _as_split_codes(column: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(column):
+        codes = column.to_numpy()
+        bad = ~np.isin(codes, list(SPLIT_CODES.values()))
+    else:
+        mapped = column.astype(str).str.lower().map(SPLIT_CODES)
+        bad = mapped.isna().to_numpy()
+        codes = mapped.fillna(-1).to_numpy()
+    if bad.any():
+        raise DataFormatError(
+            f"'split' column has {int(bad.sum())} value(s) outside {SPLIT_CODES}, "
+            f"e.g. {column[bad].iloc[0]!r}"
+        )
+    return codes.astype(np.int8)
+
+
+def _apply_threshold(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
+    if cfg.rating_threshold is None:
+        return frame
+    if "rating" not in frame.columns:
+        raise DataFormatError(
+            f"preprocess.rating_threshold={cfg.rating_threshold} needs ratings, but this source "
+            "has none; set rating_threshold: null"
+        )
+    keep = frame["rating"].to_numpy() >= cfg.rating_threshold
+    report["below_threshold_removed"] = int((~keep).sum())
+    if not keep.any():
+        ratings = frame["rating"]
+        raise ValueError(
+            f"rating_threshold={cfg.rating_threshold} removed all {len(frame)} interactions "
+            f"(ratings range {ratings.min()}..{ratings.max()}); lower preprocess.rating_threshold "
+            "or set it to null"
+        )
+    return frame[keep].reset_index(drop=True)
+
+
+def _sort_and_dedup(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
+    """Stable (user, timestamp) sort; ``dedup`` then keeps each pair's earliest row."""
+    users = frame["user"].to_numpy()
+    stamps = frame["timestamp"].to_numpy()
+    same_user = users[1:] == users[:-1]
+    in_order = np.all((users[1:] > users[:-1]) | (same_user & (stamps[1:] >= stamps[:-1])))
+    if not in_order:  # files are often sorted already; then the sort is skipped
+        by_time = np.argsort(stamps, kind="stable")
+        order = by_time[np.argsort(users[by_time], kind="stable")]
+        frame = frame.iloc[order].reset_index(drop=True)
+    if not cfg.dedup:
+        report["duplicates_removed"] = 0
+        return frame
+    pair = frame["user"].to_numpy() * (int(frame["item"].max()) + 1) + frame["item"].to_numpy()
+    first = ~pd.Series(pair).duplicated(keep="first").to_numpy()
+    report["duplicates_removed"] = int((~first).sum())
+    return frame[first].reset_index(drop=True)
+
+
+def _kcore(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
+    """Drop sparse users/items until every kept one meets its minimum (iterative k-core)."""
+    min_user, min_item = cfg.min_user_interactions, cfg.min_item_interactions
+    if min_user <= 1 and min_item <= 1:
+        return frame
+    users = frame["user"].to_numpy()
+    items = frame["item"].to_numpy()
+    keep = np.ones(len(frame), dtype=bool)
+    rounds = 0
+    while True:
+        user_counts = np.bincount(users[keep], minlength=users.max() + 1)
+        item_counts = np.bincount(items[keep], minlength=items.max() + 1)
+        new_keep = keep & (user_counts[users] >= min_user) & (item_counts[items] >= min_item)
+        rounds += 1
+        if new_keep.sum() == keep.sum():
+            break
+        keep = new_keep
+    report["kcore"] = {
+        "rounds": rounds,
+        "rows_removed": int((~keep).sum()),
+        "users_removed": _count_ids(users) - _count_ids(users[keep]),
+        "items_removed": _count_ids(items) - _count_ids(items[keep]),
+    }
+    if not keep.any():
+        raise ValueError(
+            f"k-core filtering (min_user_interactions={min_user}, "
+            f"min_item_interactions={min_item}) removed all {len(frame)} interactions after "
+            f"{rounds} round(s); lower preprocess.min_user_interactions/min_item_interactions"
+        )
+    return frame[keep].reset_index(drop=True)
+
+
+def _count_ids(codes: np.ndarray) -> int:
+    return int(np.count_nonzero(np.bincount(codes))) if len(codes) else 0
+
+
+def _split(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
+    """Assign TRAIN/VAL/TEST; ``frame`` is sorted by (user, timestamp)."""
+    if cfg.split == "given":
+        report["split"] = {"method": "given"}
+        return frame
+    if cfg.split == "time":
+        return _time_split(frame, cfg, report)
+    users = frame["user"].to_numpy()  # sorted codes, possibly with gaps after filtering
+    lengths = np.bincount(users)
+    starts = np.cumsum(lengths) - lengths
+    from_end = lengths[users] - 1 - (np.arange(len(frame)) - starts[users])
+    split = np.full(len(frame), TRAIN, dtype=np.int8)
+    if cfg.split == "ratio":
+        n_test = np.floor(lengths * cfg.ratios[2]).astype(np.int64)[users]
+        n_val = np.floor(lengths * cfg.ratios[1]).astype(np.int64)[users]
+        split[from_end < n_test + n_val] = VAL
+        split[from_end < n_test] = TEST
+        report["split"] = {"method": "ratio", "ratios": list(cfg.ratios)}
+        frame["split"] = split
+        return frame
+    short = lengths[users] < 3
+    split[(from_end == 1) & ~short] = VAL
+    split[(from_end == 0) & ~short] = TEST
+    frame["split"] = split
+    n_short = int(((lengths > 0) & (lengths < 3)).sum())
+    report["split"] = {
+        "method": "loo",
+        "short_users": n_short,
+        "short_users_action": cfg.short_users,
+        "short_user_rows": int(short.sum()),
+    }
+    if n_short:
+        log.info(
+            "%d user(s) have fewer than 3 interactions: %s (preprocess.short_users)",
+            n_short,
+            "kept in train only" if cfg.short_users == "train_only" else "dropped",
+        )
+    if cfg.short_users == "drop" and n_short:
+        if short.all():
+            raise ValueError(
+                f"short_users='drop' removed every user: all {n_short} users have fewer "
+                "than 3 interactions; use short_users: train_only or a ratio/time split"
+            )
+        frame = frame[~short].reset_index(drop=True)
+    return frame
+
+
+def _time_split(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
+    stamps = frame["timestamp"].to_numpy()
+    if cfg.time_cutoffs is not None:
+        val_start, test_start = cfg.time_cutoffs
+    else:
+        val_start, test_start = np.quantile(stamps, cfg.time_quantiles)
+    split = np.full(len(frame), TRAIN, dtype=np.int8)
+    split[stamps >= val_start] = VAL
+    split[stamps >= test_start] = TEST
+    if not (split == TRAIN).any():
+        raise ValueError(
+            f"time split: no interaction is before val_start={val_start}; "
+            "raise preprocess.time_cutoffs/time_quantiles"
+        )
+    frame["split"] = split
+    users = frame["user"].to_numpy()
+    has_train = np.bincount(users[split == TRAIN], minlength=users.max() + 1) > 0
+    report["split"] = {
+        "method": "time",
+        "val_start": float(val_start),
+        "test_start": float(test_start),
+        "eval_rows_of_users_without_train": int(((split != TRAIN) & ~has_train[users]).sum()),
+    }
+    return frame
+
+
+def _remap(
+    frame: pd.DataFrame, user_raw: np.ndarray, item_raw: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Close the gaps filtering left in the codes: dense ids, still in raw-id order."""
+    columns = {}
+    ids = {}
+    for kind, raw_ids in (("user", user_raw), ("item", item_raw)):
+        codes = frame[kind].to_numpy()
+        present = np.bincount(codes, minlength=len(raw_ids)) > 0
+        dense = np.cumsum(present) - 1
+        columns[kind] = dense[codes].astype(np.int64)
+        ids[kind] = raw_ids[present]
+    out = pd.DataFrame({**columns, "timestamp": frame["timestamp"].to_numpy()})
+    if "rating" in frame.columns:
+        out["rating"] = frame["rating"].to_numpy(np.float32)
+    out["split"] = frame["split"].to_numpy(np.int8)
+    return out, ids["user"], ids["item"]
+
+
+def _align_features(
+    features: pd.DataFrame | None, ids: np.ndarray, kind: str, report: dict
+) -> pd.DataFrame | None:
+    """Reindex raw-id features to internal ids; count ids without features and unused rows."""
+    if features is None:
+        return None
+    if features.index.has_duplicates:
+        dup = features.index[features.index.duplicated()][0]
+        raise DataFormatError(f"{kind} features have duplicate {kind} id {dup!r}; ids must be unique")
+    present = features.index.isin(ids)
+    if len(ids) and len(features) and not present.any():
+        raise DataFormatError(
+            f"none of the {len(features)} {kind} feature rows matches a {kind} id (feature ids "
+            f"like {features.index[0]!r}, data ids like {ids[0]!r}); the features file must use "
+            f"the same {kind} ids as the interactions"
+        )
+    aligned = features.reindex(pd.Index(ids)).reset_index(drop=True)
+    aligned.index.name = kind
+    without = int(len(ids) - present.sum())
+    report[f"{kind}_features"] = {
+        "columns": list(features.columns),
+        f"{kind}s_without_features": without,
+        "unused_rows": int((~present).sum()),
+    }
+    if without:
+        log.warning("%d %s(s) have no side features (filled with missing values)", without, kind)
+    for column in aligned.columns:
+        if _is_list_column(features[column]):
+            missing = aligned[column].isna().to_numpy()
+            if missing.any():
+                values = aligned[column].to_numpy(dtype=object).copy()
+                for index in np.flatnonzero(missing):  # only the few ids without features
+                    values[index] = []
+                aligned[column] = values
+    return aligned
+
+
+def _is_list_column(column: pd.Series) -> bool:
+    return column.dtype == object and len(column) > 0 and isinstance(column.dropna().iloc[0], list)
+
+
+def _encode(column: pd.Series, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes in sorted raw-id order, and the raw ids they stand for."""
+    try:
+        codes, uniques = pd.factorize(column, sort=True)
+    except TypeError as exc:
+        raise DataFormatError(
+            f"{what} ids mix types that cannot be ordered ({exc}); make all {what} ids "
+            "numbers or all strings"
+        ) from None
+    return codes.astype(np.int64), np.asarray(uniques)
+
+
+def map_raw_ids(id_map: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Internal ids of raw ids (``id_map`` sorted, as produced here); ``-1`` where unknown."""
+    raw = np.asarray(raw)
+    pos = np.searchsorted(id_map, raw)
+    pos_clipped = np.minimum(pos, len(id_map) - 1)
+    found = id_map[pos_clipped] == raw
+    return np.where(found, pos_clipped, -1).astype(np.int64)

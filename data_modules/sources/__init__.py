@@ -1,0 +1,14 @@
+"""Data sources: each turns files (or a generator) into :class:`InteractionData`.
+
+Every source is a plain function usable as a Hydra ``_target_`` (see ``conf/data/``)
+and takes a ``preprocess`` mapping of :class:`~data_modules.preprocessing.PreprocessConfig`
+options. File-backed sources cache their result (``cache``/``cache_dir``).
+"""
+from data_modules.preprocessing import DataFormatError
+from data_modules.sources.movielens import movielens
+from data_modules.sources.ncf_split import ncf_split
+from data_modules.sources.sequence_file import sequence_file
+from data_modules.sources.synthetic import synthetic
+from data_modules.sources.tabular import tabular
+
+__all__ = ["DataFormatError", "movielens", "ncf_split", "sequence_file", "synthetic", "tabular"]

@@ -1,0 +1,86 @@
+"""Side-feature tables: a tab-separated file with a header and one row per id.
+
+Multi-valued columns (``genres``) become lists; columns whose every non-empty value is
+a number become numeric (integers as nullable ``Int64``), except code-like columns
+(``zip``) that must keep their leading zeros.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from data_modules.preprocessing import DataFormatError
+from data_modules.sources._reading import read_delimited
+
+TEXT_COLUMNS = ("zip", "title")
+_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
+
+
+def read_feature_table(
+    path: str | os.PathLike,
+    key: str,
+    *,
+    key_dtype: str = "int",
+    list_columns: Iterable[str] = ("genres",),
+    list_sep: str = "|",
+    text_columns: Iterable[str] = TEXT_COLUMNS,
+    sep: str = "\t",
+    max_bad_fraction: float = 0.01,
+) -> tuple[pd.DataFrame, dict]:
+    """Features indexed by raw id ``key`` plus the read report."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature file {path} does not exist; fix the path or set it to null")
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\r\n").split(sep)
+    if key not in header:
+        raise DataFormatError(
+            f"{path}: no {key!r} column in the header {header}; the first line must name the "
+            f"columns and one of them must be {key!r}"
+        )
+    dtypes = {c: ("str" if c != key else key_dtype) for c in header}
+    frame, report = read_delimited(
+        path, sep=sep, dtypes=dtypes, names=header, header=True, max_bad_fraction=max_bad_fraction
+    )
+    frame = frame.set_index(key)
+    lists, texts = set(list_columns), set(text_columns)
+    for column in frame.columns:
+        if column in lists:
+            frame[column] = split_lists(frame[column], list_sep)
+        elif column not in texts:
+            frame[column] = maybe_numeric(frame[column])
+    return frame, report
+
+
+def split_lists(values: pd.Series, sep: str) -> pd.Series:
+    """'a|b' -> ['a', 'b']; empty or '(no genres listed)' -> []."""
+    parts = values.fillna("").astype(str).str.split(sep, regex=False)
+    cleaned = [[p for p in row if p and p != "(no genres listed)"] for row in parts]
+    return pd.Series(cleaned, index=values.index, dtype=object)
+
+
+def maybe_numeric(values: pd.Series) -> pd.Series:
+    """Numeric when every non-empty value parses; integral columns as nullable Int64."""
+    text = values.astype(str).str.strip()
+    empty = (text == "") | values.isna()
+    numbers = pd.to_numeric(text.where(~empty), errors="coerce")
+    if numbers[~empty].isna().any() or empty.all():
+        return values
+    finite = numbers.dropna().to_numpy()
+    if np.all(np.mod(finite, 1) == 0):
+        return numbers.astype("Int64")
+    return numbers.astype("float64")
+
+
+def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """'Toy Story (1995)' -> ('Toy Story', 1995); no year -> (title, <NA>)."""
+    parts = titles.astype(str).str.extract(_YEAR)
+    has = parts["year"].notna()
+    title = parts["title"].where(has, titles.astype(str).str.strip())
+    year = pd.to_numeric(parts["year"], errors="coerce").astype("Int64")
+    return title, year

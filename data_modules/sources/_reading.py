@@ -1,0 +1,260 @@
+"""Tolerant, fast reading of delimited text files.
+
+Well-formed files take pandas' C parser (fast path). When it rejects the file, the
+file is parsed again record by record to find *which* lines are bad and why: a few
+bad lines are skipped and counted (with the first examples kept for the report); more
+than ``max_bad_fraction`` of them is an error, because then the format (separator,
+column order, file) is most likely wrong rather than a few lines damaged.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from data_modules.preprocessing import DataFormatError
+
+log = logging.getLogger(__name__)
+
+# A separator pandas' C parser cannot take ("::") is replaced by this byte first.
+UNIT_SEP = "\x1f"
+PROGRESS_MIN_BYTES = 32 << 20
+MAX_EXAMPLES = 5
+DTYPES = {"int": "int64", "float": "float64", "str": "str"}
+_COMMON_SEPARATORS = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "'|'", " ": "space"}
+
+
+def require_file(path: str | os.PathLike, hint: str) -> Path:
+    """The path, or a FileNotFoundError that says what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; {hint}")
+    return path
+
+
+def read_bytes(path: str | os.PathLike, progress: bool | None = None) -> bytes:
+    """Whole file, with a progress bar for big files."""
+    path = Path(path)
+    size = path.stat().st_size
+    show = size >= PROGRESS_MIN_BYTES if progress is None else progress
+    chunks = []
+    with open(path, "rb") as handle, tqdm(
+        total=size, unit="B", unit_scale=True, desc=f"read {path.name}", disable=not show, leave=False
+    ) as bar:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            chunks.append(block)
+            bar.update(len(block))
+    return b"".join(chunks)
+
+
+def decode(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
+    """Text of ``raw``; a decode error names the file and line."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}:{line}: not valid {encoding} ({exc.reason}); pass the file's encoding "
+            "(MovieLens .dat/u.* files are latin-1)"
+        ) from None
+
+
+def read_text(path: str | os.PathLike, encoding: str = "utf-8", progress: bool | None = None) -> str:
+    """Whole file as text (progress bar for big files); a decode error names the line."""
+    return decode(read_bytes(path, progress), Path(path), encoding)
+
+
+def read_delimited(
+    path: str | os.PathLike,
+    *,
+    sep: str,
+    dtypes: Mapping[str, str],
+    names: list[str] | None = None,
+    header: bool = False,
+    encoding: str = "utf-8",
+    quotechar: str | None = None,
+    max_bad_fraction: float = 0.01,
+    progress: bool | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read the columns in ``dtypes`` (``int``/``float``/``str``) of a delimited file.
+
+    ``names`` lists every column of a record in order; with ``header=True`` and no
+    ``names``, the first line gives them. Returns the frame and a report with
+    ``lines`` (records read) and ``skipped_lines`` plus ``bad_line_examples``.
+    """
+    path = Path(path)
+    raw = read_bytes(path, progress)
+    single = sep if len(sep) == 1 else UNIT_SEP
+    if len(sep) > 1:  # pandas' C parser takes one-character separators only
+        raw = raw.replace(sep.encode(encoding), UNIT_SEP.encode(encoding))
+    head = None
+    if header:
+        end = raw.find(b"\n")
+        head = decode(raw[: end if end >= 0 else len(raw)], path, encoding).rstrip("\r")
+    if names is None:
+        if head is None:
+            raise ValueError("read_delimited needs names or header=True")
+        names = next(csv.reader([head], delimiter=single, quotechar=quotechar or '"'))
+    missing = [c for c in dtypes if c not in names]
+    if missing:
+        raise DataFormatError(
+            f"{path}: column(s) {missing} not found; the file has {names}"
+            + (" (from its header line)" if header else "")
+            + (f". {_hint(head, sep, list(dtypes))}" if header and len(names) == 1 else "")
+        )
+    try:
+        frame = _fast(raw, encoding, single, names, dtypes, header, quotechar)
+        return frame, {"lines": len(frame), "skipped_lines": 0}
+    except (ValueError, pd.errors.ParserError):  # includes UnicodeDecodeError
+        pass
+    text = decode(raw, path, encoding)
+    del raw
+    return _tolerant(path, text, sep, single, names, dtypes, header, quotechar, max_bad_fraction)
+
+
+def _fast(
+    raw: bytes,
+    encoding: str,
+    sep: str,
+    names: list[str],
+    dtypes: Mapping[str, str],
+    header: bool,
+    quotechar: str | None,
+) -> pd.DataFrame:
+    frame = pd.read_csv(
+        io.BytesIO(raw),
+        encoding=encoding,
+        sep=sep,
+        header=None,
+        skiprows=1 if header else 0,
+        names=names,
+        usecols=list(dtypes),
+        index_col=False,
+        dtype={c: DTYPES[t] for c, t in dtypes.items()},
+        engine="c",
+        on_bad_lines="error",
+        quoting=csv.QUOTE_MINIMAL if quotechar else csv.QUOTE_NONE,
+        quotechar=quotechar or '"',
+        keep_default_na=False,
+        na_values={c: [""] for c in dtypes},
+    )
+    # A short line reads like empty fields; the tolerant pass tells the two apart.
+    if frame.isna().to_numpy().any():
+        raise ValueError("missing values")
+    return frame[list(dtypes)]
+
+
+def _tolerant(
+    path: Path,
+    text: str,
+    sep: str,
+    single: str,
+    names: list[str],
+    dtypes: Mapping[str, str],
+    header: bool,
+    quotechar: str | None,
+    max_bad_fraction: float,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Record-by-record parse that finds and explains every bad line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    first_line = 2 if header else 1
+    if header:
+        lines = lines[1:]
+    reader = csv.reader(
+        (line.rstrip("\r") for line in lines),
+        delimiter=single,
+        quoting=csv.QUOTE_MINIMAL if quotechar else csv.QUOTE_NONE,
+        quotechar=quotechar or '"',
+    )
+    rows = list(reader)
+    widths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    blank = widths == 0
+    line_numbers = np.arange(len(rows)) + first_line
+    reasons: dict[int, str] = {}
+    wrong = np.flatnonzero((widths != len(names)) & ~blank)
+    for index in wrong[:MAX_EXAMPLES]:
+        reasons[index] = (
+            f"expected {len(names)} fields separated by {_show_sep(sep)}, got {widths[index]}"
+        )
+    good = np.flatnonzero(widths == len(names))
+    columns = list(dtypes)
+    picked = [names.index(c) for c in columns]
+    table = pd.DataFrame([rows[i] for i in good], columns=names).iloc[:, picked] if len(good) else (
+        pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    )
+    bad_value = np.zeros(len(good), dtype=bool)
+    out = {}
+    for column in columns:
+        out[column], invalid = _convert(table[column], dtypes[column])
+        for index in np.flatnonzero(invalid & ~bad_value)[: MAX_EXAMPLES]:
+            reasons.setdefault(
+                good[index], f"{column}={table[column].iloc[index]!r} is not {_kind(dtypes[column])}"
+            )
+        bad_value |= invalid
+    n_bad = len(wrong) + int(bad_value.sum())
+    n_records = int((~blank).sum())
+    examples = [
+        f"{path}:{line_numbers[i]}: {reason}: {_clip(lines[i])!r}"
+        for i, reason in sorted(reasons.items())[:MAX_EXAMPLES]
+    ]
+    if n_records == 0 or n_bad > max_bad_fraction * n_records:
+        raise DataFormatError(
+            f"{path}: {n_bad} of {n_records} lines are malformed "
+            f"(more than max_bad_fraction={max_bad_fraction}). First ones:\n  "
+            + "\n  ".join(examples)
+            + f"\n{_hint(lines[wrong[0]] if len(wrong) else '', sep, names)}"
+        )
+    frame = pd.DataFrame({c: v[~bad_value] for c, v in out.items()}).reset_index(drop=True)
+    report: dict[str, Any] = {"lines": n_records, "skipped_lines": n_bad}
+    if n_bad:
+        report["bad_line_examples"] = examples
+        log.warning(
+            "%s: skipped %d malformed line(s) of %d, e.g. %s", path, n_bad, n_records, examples[0]
+        )
+    if blank.any():
+        report["blank_lines"] = int(blank.sum())
+    return frame, report
+
+
+def _convert(values: pd.Series, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Typed values and a mask of the ones that do not parse."""
+    if kind == "str":
+        array = values.to_numpy(dtype=object)
+        return array, np.zeros(len(array), dtype=bool)
+    numbers = pd.to_numeric(values.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    invalid = np.isnan(numbers)
+    if kind == "int":
+        invalid |= np.mod(np.nan_to_num(numbers), 1) != 0
+        return np.where(invalid, 0, numbers).astype(np.int64), invalid
+    return numbers, invalid
+
+
+def _kind(kind: str) -> str:
+    return {"int": "an integer", "float": "a number"}.get(kind, "text")
+
+
+def _show_sep(sep: str) -> str:
+    return _COMMON_SEPARATORS.get(sep, repr(sep))
+
+
+def _clip(line: str, limit: int = 80) -> str:
+    line = line.rstrip("\r").replace(UNIT_SEP, "::")
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _hint(line: str, sep: str, names: list[str]) -> str:
+    """Suggest the separator the bad line seems to use."""
+    expected = f"Expected columns {names} separated by {_show_sep(sep)}."
+    for other, label in _COMMON_SEPARATORS.items():
+        if other != sep and line.count(other) >= max(len(names) - 1, 1):
+            return f"{expected} The lines look {label}-separated: set sep={other!r} (or fix the file)."
+    return f"{expected} Fix or remove those lines, or raise max_bad_fraction to skip them."

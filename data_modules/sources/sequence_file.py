@@ -1,0 +1,203 @@
+"""Whitespace-separated sequence files, as shipped with SASRec/BERT4Rec benchmarks.
+
+Two layouts:
+
+- ``pairs``: one ``user item`` pair per line, each user's lines in chronological order
+  (SASRec's ``ml-1m.txt``);
+- ``rows``: one user per line, ``user item1 item2 ...`` in chronological order.
+
+``auto`` picks ``pairs`` when (nearly) every line has exactly two tokens and users
+repeat across lines, else ``rows``. There are no timestamps in these files: an
+interaction's position in the file is its timestamp, which keeps file order.
+
+Optional side features come from tab-separated files with a header whose key column
+is ``item`` (resp. ``user``), in the same id space as the sequence file; a ``genres``
+column is split on ``|`` into a list.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_modules.interactions import InteractionData
+from data_modules.preprocessing import DataFormatError, PreprocessConfig, preprocess as run_preprocess
+from data_modules.sources._common import PreprocessArg, cached
+from data_modules.sources._features import read_feature_table
+from data_modules.sources._reading import MAX_EXAMPLES, read_text, require_file
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("auto", "pairs", "rows")
+
+
+def sequence_file(
+    path: str | os.PathLike,
+    format: str = "auto",
+    item_features_path: str | os.PathLike | None = None,
+    user_features_path: str | os.PathLike | None = None,
+    numeric_ids: bool = True,
+    name: str | None = None,
+    preprocess: PreprocessArg = None,
+    max_bad_fraction: float = 0.01,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> InteractionData:
+    """Load a ``pairs``/``rows`` sequence file (see module docstring) as InteractionData."""
+    if format not in FORMATS:
+        raise ValueError(f"sequence_file format={format!r} is unknown; use one of {FORMATS}")
+    path = require_file(path, "set data.path to a sequence file (`user item` per line)")
+    cfg = PreprocessConfig.of(preprocess)
+    feature_paths = [Path(p) for p in (item_features_path, user_features_path) if p]
+    dataset = name or path.stem
+
+    def build() -> InteractionData:
+        raw, report = read_sequences(path, format, numeric_ids, max_bad_fraction, progress)
+        key_dtype = "int" if numeric_ids else "str"
+        items = users = None
+        if item_features_path:
+            items, report["item_file"] = read_feature_table(
+                item_features_path, "item", key_dtype=key_dtype, max_bad_fraction=max_bad_fraction
+            )
+        if user_features_path:
+            users, report["user_file"] = read_feature_table(
+                user_features_path, "user", key_dtype=key_dtype, max_bad_fraction=max_bad_fraction
+            )
+        return run_preprocess(
+            raw,
+            cfg,
+            name=dataset,
+            item_features=items,
+            user_features=users,
+            source_report=report,
+            progress=progress,
+        )
+
+    return cached(
+        build,
+        source="sequence_file",
+        name=dataset,
+        settings={"format": format, "numeric_ids": numeric_ids, "max_bad_fraction": max_bad_fraction},
+        preprocess=cfg,
+        files=[path, *feature_paths],
+        cache=cache,
+        cache_dir=cache_dir,
+        data_root=path.parent,
+    )
+
+
+def read_sequences(
+    path: Path,
+    format: str = "auto",
+    numeric_ids: bool = True,
+    max_bad_fraction: float = 0.01,
+    progress: bool | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Raw (user, item, timestamp=position) table and the read report."""
+    lines = read_text(path, progress=progress).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    widths = np.fromiter(map(len, map(str.split, lines)), dtype=np.int64, count=len(lines))
+    tokens = np.array(" ".join(lines).split(), dtype=object)
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    blank = widths == 0
+    if format == "auto":
+        format = _detect(widths, tokens, starts, blank, max_bad_fraction)
+    values, bad_token = _parse_ids(tokens, numeric_ids)
+    line_bad_token = np.zeros(len(lines), dtype=bool)
+    if bad_token.any():
+        token_line = np.repeat(np.arange(len(lines)), widths)
+        line_bad_token[token_line[bad_token]] = True
+    if format == "pairs":
+        wrong_width = (widths != 2) & ~blank
+        good = ~wrong_width & ~blank & ~line_bad_token
+        users = values[starts[good]]
+        items = values[starts[good] + 1]
+        stamps = np.flatnonzero(good)
+        no_items = 0
+    else:
+        wrong_width = np.zeros(len(lines), dtype=bool)
+        empty_user = (widths == 1) & ~line_bad_token
+        good = (widths >= 2) & ~line_bad_token
+        n_items = np.where(good, widths - 1, 0)
+        line_of = np.repeat(np.arange(len(lines)), n_items)
+        offset = np.arange(n_items.sum()) - np.repeat(np.cumsum(n_items) - n_items, n_items)
+        item_pos = starts[line_of] + 1 + offset
+        users = values[starts[line_of]]
+        items = values[item_pos]
+        stamps = item_pos
+        no_items = int(empty_user.sum())
+    bad = wrong_width | line_bad_token
+    report = _report(path, lines, widths, bad, wrong_width, format, max_bad_fraction, blank)
+    if no_items:
+        report["users_without_items"] = no_items
+    raw = pd.DataFrame({"user": users, "item": items, "timestamp": stamps.astype(np.int64)})
+    return raw, report
+
+
+def _detect(
+    widths: np.ndarray, tokens: np.ndarray, starts: np.ndarray, blank: np.ndarray, max_bad: float
+) -> str:
+    nonblank = ~blank
+    two = (widths == 2) & nonblank
+    if nonblank.sum() == 0:
+        return "pairs"
+    users = tokens[starts[two]]
+    repeats = len(pd.unique(users)) < len(users)
+    return "pairs" if two.sum() >= (1 - max_bad) * nonblank.sum() and repeats else "rows"
+
+
+def _parse_ids(tokens: np.ndarray, numeric: bool) -> tuple[np.ndarray, np.ndarray]:
+    if not numeric:
+        return tokens, np.zeros(len(tokens), dtype=bool)
+    try:
+        return tokens.astype(np.int64), np.zeros(len(tokens), dtype=bool)
+    except (ValueError, OverflowError):
+        numbers = pd.to_numeric(pd.Series(tokens), errors="coerce").to_numpy(np.float64)
+        bad = np.isnan(numbers) | (np.mod(np.nan_to_num(numbers), 1) != 0)
+        return np.where(bad, -1, np.nan_to_num(numbers)).astype(np.int64), bad
+
+
+def _report(
+    path: Path,
+    lines: list[str],
+    widths: np.ndarray,
+    bad: np.ndarray,
+    wrong_width: np.ndarray,
+    format: str,
+    max_bad: float,
+    blank: np.ndarray,
+) -> dict:
+    n_lines = int((~blank).sum())
+    bad_lines = np.flatnonzero(bad)
+    examples = [
+        f"{path}:{i + 1}: "
+        + (f"expected 2 tokens (user item), got {widths[i]}" if wrong_width[i] else "non-integer id")
+        + f": {lines[i][:80]!r}"
+        for i in bad_lines[:MAX_EXAMPLES]
+    ]
+    if n_lines == 0 or len(bad_lines) > max_bad * n_lines:
+        hint = ""
+        if wrong_width.any():
+            hint += "For `user item1 item2 ...` lines set format: rows. "
+        if (bad & ~wrong_width).any():
+            hint += "Ids must be integers; set numeric_ids: false for string ids. "
+        raise DataFormatError(
+            f"{path}: {len(bad_lines)} of {n_lines} lines are malformed for format={format!r} "
+            f"(more than max_bad_fraction={max_bad}). First ones:\n  "
+            + "\n  ".join(examples or ["(the file is empty)"])
+            + f"\n{hint}Fix or remove the lines, or raise max_bad_fraction to skip them."
+        )
+    report = {"format": format, "lines": n_lines, "skipped_lines": len(bad_lines)}
+    if len(bad_lines):
+        report["bad_line_examples"] = examples
+        log.warning(
+            "%s: skipped %d malformed line(s) of %d, e.g. %s", path, len(bad_lines), n_lines, examples[0]
+        )
+    if blank.any():
+        report["blank_lines"] = int(blank.sum())
+    return report
