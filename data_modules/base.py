@@ -6,8 +6,10 @@ rank without padding, so every user is evaluated exactly once.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
@@ -28,6 +30,9 @@ class RecDataModule(pl.LightningDataModule):
         self.seed = seed
         self.train_set: Any = None
         self.train_sampler: EpochBatchSampler | None = None
+        # Curriculum hook (train/curriculum): called once per epoch when the training
+        # loader is built; returns the example indices that epoch may draw (None = all).
+        self.train_pool: Callable[[], np.ndarray | None] | None = None
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -36,12 +41,19 @@ class RecDataModule(pl.LightningDataModule):
     def num_train_examples(self) -> int:
         return len(self.train_set)
 
-    def train_dataloader(self) -> DataLoader:
+    def make_train_sampler(self) -> EpochBatchSampler:
+        """This rank's shuffled batches, restricted to the curriculum's pool if one is set."""
         rank, world = self._rank_world()
-        self.train_sampler = EpochBatchSampler(
+        sampler = EpochBatchSampler(
             self.num_train_examples(), self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world
         )
-        return DataLoader(self.train_set, sampler=self.train_sampler, batch_size=None, num_workers=0)
+        if self.train_pool is not None:
+            sampler.allowed = self.train_pool()
+        self.train_sampler = sampler
+        return sampler
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, sampler=self.make_train_sampler(), batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
         return self.evaluator.dataloader(self.data, VAL, *self._rank_world())

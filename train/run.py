@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    nodes = cfg.get("callbacks") or {}
-    return [hydra.utils.instantiate(node) for node in nodes.values() if node is not None and "_target_" in node]
+    """Configured callbacks plus the curriculum's (``curriculum=none`` adds nothing)."""
+    nodes = [*(cfg.get("callbacks") or {}).values(), cfg.get("curriculum")]
+    return [hydra.utils.instantiate(node) for node in nodes if node and "_target_" in node]
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:

@@ -8,7 +8,7 @@ from train.curriculum.callback import CurriculumCallback
 from train.curriculum.curriculum import Curriculum
 from train.curriculum.difficulty import Difficulty, SelfPacedLoss, SequenceLength, TargetPopularity
 from train.curriculum.hard_negatives import HardNegativeMiner, MixedNegativeSampler, NegativeHardness
-from train.curriculum.knobs import Knob, MaskRatio, MaxLength, TruncateWindows
+from train.curriculum.knobs import Knob, MaskRatio, MaxLength
 from train.curriculum.pacing import GeometricPacing, LinearPacing, Pacing, RootPacing, StepPacing, make_pacing
 from train.curriculum.pool import allowed_pool, easiest_order, pool_size
 from train.curriculum.scheduler import CurriculumScheduler
@@ -32,7 +32,6 @@ __all__ = [
     "SequenceLength",
     "StepPacing",
     "TargetPopularity",
-    "TruncateWindows",
     "allowed_pool",
     "easiest_order",
     "make_pacing",

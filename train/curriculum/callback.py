@@ -37,6 +37,7 @@ class CurriculumCallback(pl.Callback):
         self.curriculum = Curriculum(pacing, difficulty, knobs)
         self.log_prefix = log_prefix
         self._trainer: pl.Trainer | None = None
+        self._values: dict[str, float] = {}
 
     # -- wiring -----------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -76,12 +77,14 @@ class CurriculumCallback(pl.Callback):
 
     # -- schedule -----------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.curriculum.step(trainer.global_step, _model(pl_module), self._broadcast)
+        self._values = self.curriculum.step(trainer.global_step, _model(pl_module), self._broadcast)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        values = self.curriculum.step(trainer.global_step, _model(pl_module), self._broadcast)
-        for name, value in values.items():
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        for name, value in self._values.items():  # what the batch just trained on saw
             pl_module.log(self.log_prefix + name, float(value), on_step=True, on_epoch=False, batch_size=1)
+        self._values = self.curriculum.step(trainer.global_step, _model(pl_module), self._broadcast)
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -33,7 +33,8 @@ def _identity(obj: Any) -> Any:
 
 def full_epoch_steps(datamodule: Any, world_size: int = 1, accumulate: int = 1) -> int:
     """Optimiser steps of one pass over *all* training data on one rank (ramp_epochs unit)."""
-    num_examples = datamodule.num_train_examples() if hasattr(datamodule, "num_train_examples") else len(datamodule.train_set)
+    count = getattr(datamodule, "num_train_examples", None)
+    num_examples = count() if count is not None else len(datamodule.train_set)
     batch_size = getattr(datamodule, "batch_size", None)
     if batch_size is None:
         raise ValueError(f"{type(datamodule).__name__} has no batch_size; give the curriculum ramp in ramp_steps")
@@ -55,7 +56,9 @@ class Curriculum:
         values = knobs.values() if isinstance(knobs, Mapping) else (knobs or ())
         self.knobs: list[Knob] = [knob for knob in values if knob is not None]
         if difficulty is None and not self.knobs:
-            raise ValueError("a curriculum needs a difficulty (pool) or at least one knob; use curriculum=none for neither")
+            raise ValueError(
+                "a curriculum needs a difficulty (pool) or at least one knob; use curriculum=none for neither"
+            )
         self.scheduler: CurriculumScheduler | None = None
         self.examples: TrainExamples | None = None
         self.order: np.ndarray | None = None
@@ -86,7 +89,9 @@ class Curriculum:
             self.load_state_dict(state)
 
     # -- per epoch: the pool ------------------------------------------------------------
-    def epoch_pool(self, global_step: int, epoch: int, model: Recommender | None = None, broadcast: Broadcast = _identity) -> np.ndarray | None:
+    def epoch_pool(
+        self, global_step: int, epoch: int, model: Recommender | None = None, broadcast: Broadcast = _identity
+    ) -> np.ndarray | None:
         """Indices the epoch starting at ``global_step`` may draw; None = all of them."""
         self.pool_calls += 1
         competence = self.scheduler.advance(global_step)
@@ -107,7 +112,9 @@ class Curriculum:
         return self.scores is None or self.scores_epoch is None or epoch - self.scores_epoch >= every
 
     # -- per step: the knobs ------------------------------------------------------------
-    def step(self, global_step: int, model: Recommender | None = None, broadcast: Broadcast = _identity) -> dict[str, float]:
+    def step(
+        self, global_step: int, model: Recommender | None = None, broadcast: Broadcast = _identity
+    ) -> dict[str, float]:
         """Move to ``global_step`` and set every knob; returns the values to log."""
         competence = self.scheduler.advance(global_step)
         values = {"competence": competence, "active_fraction": self.active_fraction}
@@ -141,5 +148,7 @@ class Curriculum:
         for i, knob in enumerate(self.knobs):
             key = f"{i}:{knob.name}"
             if key not in saved:
-                raise ValueError(f"checkpoint has no state for curriculum knob {key}; resume with the same curriculum config")
+                raise ValueError(
+                    f"checkpoint has no state for curriculum knob {key}; resume with the same curriculum config"
+                )
             knob.load_state_dict(saved[key])

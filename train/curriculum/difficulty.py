@@ -96,13 +96,16 @@ class SelfPacedLoss(Difficulty):
         was_training = model.training
         model.eval()
         try:
-            losses = [self._batch_loss(model, examples, kind, sl, device) for sl in row_chunks(len(examples), self.batch_size)]
+            chunks = row_chunks(len(examples), self.batch_size)
+            losses = [self._batch_loss(model, examples, kind, rows, device) for rows in chunks]
         finally:
             model.train(was_training)
         return np.concatenate(losses) if losses else np.zeros(0)
 
     @staticmethod
-    def _batch_loss(model: Recommender, examples: TrainExamples, kind: str, rows: slice, device: torch.device) -> np.ndarray:
+    def _batch_loss(
+        model: Recommender, examples: TrainExamples, kind: str, rows: slice, device: torch.device
+    ) -> np.ndarray:
         context = {"user": torch.as_tensor(examples.users[rows], device=device)}
         if examples.history is not None:
             context["history"] = torch.as_tensor(examples.history[rows], device=device)

@@ -41,7 +41,11 @@ def _numpy(array: Any) -> np.ndarray:
 
 
 def describe_examples(train_set: Any, num_items: int, item_counts: np.ndarray | None = None) -> TrainExamples:
-    """Build the view from a sequence set (``sequences``) or a pair set (``users``/``items``)."""
+    """Build the view from a sequence set (``sequences``) or a pair set (``users``/``items``).
+
+    A batch-building wrapper around a sequence set (``windows``) is looked through.
+    """
+    train_set = getattr(train_set, "windows", train_set)
     if hasattr(train_set, "sequences"):
         return _sequence_examples(train_set, num_items, item_counts)
     if hasattr(train_set, "users") and hasattr(train_set, "items"):

@@ -32,16 +32,22 @@ from train.curriculum.knobs import Broadcast, Knob, interpolate
 class HardNegativeMiner:
     """Per-user cache ``[num_users, top_k]`` of top-scored non-positive items (PAD = none)."""
 
-    def __init__(self, sampler: NegativeSampler, candidates: int = 100, top_k: int = 10, batch_size: int = 1024, seed: int = 0) -> None:
+    def __init__(
+        self, sampler: NegativeSampler, candidates: int = 100, top_k: int = 10, batch_size: int = 1024, seed: int = 0
+    ) -> None:
         if not 1 <= top_k <= candidates:
-            raise ValueError(f"hard negatives need 1 <= top_k <= candidates, got top_k={top_k}, candidates={candidates}")
+            raise ValueError(
+                f"hard negatives need 1 <= top_k <= candidates, got top_k={top_k}, candidates={candidates}"
+            )
         self.uniform = copy.copy(sampler)  # shares the known-pair keys, own proposal
         self.uniform.set_probs(None)
         self.candidates, self.top_k, self.batch_size, self.seed = candidates, top_k, batch_size, seed
         self.cache: np.ndarray | None = None
 
     @torch.no_grad()
-    def mine(self, model: Recommender, users: np.ndarray, history: np.ndarray | None, num_users: int, step: int) -> np.ndarray:
+    def mine(
+        self, model: Recommender, users: np.ndarray, history: np.ndarray | None, num_users: int, step: int
+    ) -> np.ndarray:
         """Refresh the cache for ``users`` (histories aligned with them) and return it."""
         rng = np.random.default_rng([self.seed, step])
         pool = np.sort(self.uniform.sample(users, self.candidates, rng), axis=1)
@@ -51,7 +57,8 @@ class HardNegativeMiner:
         was_training = model.training
         model.eval()
         try:
-            best = [self._top(model, users, history, pool, repeat, rows, device) for rows in row_chunks(len(users), self.batch_size)]
+            chunks = row_chunks(len(users), self.batch_size)
+            best = [self._top(model, users, history, pool, repeat, rows, device) for rows in chunks]
         finally:
             model.train(was_training)
         cache = np.full((num_users, self.top_k), PAD, dtype=np.int64)
@@ -97,7 +104,9 @@ class MixedNegativeSampler:
         out = np.where(swap & (hard >= 0), hard, out)
         known = self.base.is_known(np.repeat(users, num), out.reshape(-1))
         if known.any():  # impossible by construction; never hand a positive out as a negative
-            raise RuntimeError(f"{int(known.sum())} hard negatives are training positives; the cache is stale or corrupt")
+            raise RuntimeError(
+                f"{int(known.sum())} hard negatives are training positives; the cache is stale or corrupt"
+            )
         return out
 
 

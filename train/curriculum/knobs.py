@@ -15,9 +15,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from recmodels.base import Recommender
 from train.curriculum.examples import TrainExamples
 
@@ -30,7 +27,7 @@ class Knob(ABC):
     name = "knob"
 
     def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
-        """Find (or wrap) the object this knob drives; raise if it is missing."""
+        """Find the object this knob drives; raise if it is missing."""
 
     @abstractmethod
     def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
@@ -47,16 +44,6 @@ def interpolate(start: float, end: float, progress: float) -> float:
     return start + (end - start) * min(1.0, max(0.0, progress))
 
 
-def find_owner(root: Any, attribute: str) -> Any:
-    """``root`` or the object it wraps (via ``.inner``) that has ``attribute``."""
-    node = root
-    while node is not None:
-        if hasattr(node, attribute) and not isinstance(getattr(type(node), attribute, None), property):
-            return node
-        node = getattr(node, "inner", None)
-    return None
-
-
 def resolve(datamodule: Any, path: str) -> Any:
     """``datamodule.a.b`` for ``path="a.b"``, with an error naming what is missing."""
     node = datamodule
@@ -71,80 +58,70 @@ def resolve(datamodule: Any, path: str) -> Any:
 
 
 class MaskRatio(Knob):
-    """BERT4Rec mask ratio from ``start`` to ``end`` (e.g. 0.1 -> 0.2 masked items)."""
+    """BERT4Rec mask ratio from ``start`` to ``end`` (e.g. 0.1 -> 0.2 masked items).
+
+    Drives the ``mask_prob`` of the training set (the masked-objective batches of
+    :class:`~data_modules.sequence_module.SequenceDataModule`).
+    """
 
     name = "mask_prob"
 
-    def __init__(self, start: float, end: float, target: str = "train_collate") -> None:
+    def __init__(self, start: float, end: float, target: str = "train_set") -> None:
         for value in (start, end):
             if not 0.0 < value < 1.0:
                 raise ValueError(f"mask ratios must lie in (0, 1), got start={start}, end={end}")
         self.start, self.end, self.target = float(start), float(end), target
-        self.collate: Any = None
+        self.owner: Any = None
 
     def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
-        owner = find_owner(resolve(datamodule, self.target), "mask_prob")
-        if owner is None:
+        owner = resolve(datamodule, self.target)
+        if getattr(owner, "mask_prob", None) is None:
             raise ValueError(
-                f"the mask-ratio curriculum needs a masked collate (with `mask_prob`) at '{self.target}'; "
-                f"{type(resolve(datamodule, self.target)).__name__} has none (is the model BERT4Rec?)"
+                f"the mask-ratio curriculum needs masked batches with a `mask_prob` at '{self.target}'; "
+                f"{type(owner).__name__} has none (is the model BERT4Rec, objective=masked?)"
             )
-        self.collate = owner
+        self.owner = owner
 
     def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
         value = interpolate(self.start, self.end, progress)
-        self.collate.mask_prob = value
+        self.owner.mask_prob = value
         return {"mask_prob": value}
 
 
-class TruncateWindows:
-    """Collate wrapper: keeps the last ``max_len + 1`` items of each window, then collates.
-
-    Windows are left-padded, so the kept columns are the most recent items and the
-    models' right-aligned positions still match. Truncating before the inner collate
-    means masking (BERT4Rec) only ever picks items that survive, and the batch the model
-    sees is ``max_len`` wide: shorter sequences, less attention compute.
-    """
-
-    def __init__(self, inner: Callable[[Any], dict[str, Tensor]], max_len: int) -> None:
-        self.inner = inner
-        self.max_len = max_len
-
-    def __call__(self, data: Any) -> dict[str, Tensor]:
-        batch = data if isinstance(data, dict) else {k: torch.stack([d[k] for d in data]) for k in data[0]}
-        sequence = batch["sequence"]
-        if sequence.shape[1] > self.max_len + 1:
-            batch = {**batch, "sequence": sequence[:, -(self.max_len + 1) :]}
-        return self.inner(batch)
-
-
 class MaxLength(Knob):
-    """Sequence-length curriculum: the batch width grows from ``start`` to ``end`` items.
+    """Sequence-length curriculum: batches keep each window's most recent ``max_len`` items.
 
-    ``end`` defaults to the training windows' width. Lengths are rounded up to a
-    multiple of ``multiple_of`` (e.g. 8 for tensor-core friendly shapes).
+    ``max_len`` grows from ``start`` to ``end`` (default: the windows' width), rounded
+    up to a multiple of ``multiple_of`` (e.g. 8 for tensor-core friendly shapes). The
+    training set cuts windows before building inputs (so BERT4Rec masks only items that
+    survive) and models use right-aligned positions, so a truncated history sees the
+    same positions as a full one; shorter batches cost less attention compute.
     """
 
     name = "max_len"
 
-    def __init__(self, start: int, end: int | None = None, multiple_of: int = 1, target: str = "train_collate") -> None:
+    def __init__(self, start: int, end: int | None = None, multiple_of: int = 1, target: str = "train_set") -> None:
         if start < 1 or (end is not None and end < start) or multiple_of < 1:
-            raise ValueError(f"max_len schedule needs 1 <= start <= end and multiple_of >= 1; got {start}, {end}, {multiple_of}")
+            raise ValueError(
+                f"max_len schedule needs 1 <= start <= end and multiple_of >= 1; got {start}, {end}, {multiple_of}"
+            )
         self.start, self.end, self.multiple_of, self.target = int(start), end, int(multiple_of), target
-        self.wrapper: TruncateWindows | None = None
+        self.owner: Any = None
 
     def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
         if examples is None or examples.history is None:
             raise ValueError("the max_len curriculum needs sequence windows (SASRec/BERT4Rec data), not pairs")
+        owner = resolve(datamodule, self.target)
+        if not hasattr(owner, "max_len"):
+            raise ValueError(
+                f"the max_len curriculum needs a training set that truncates batches to its `max_len`; "
+                f"{type(owner).__name__} at '{self.target}' has none"
+            )
         width = examples.history.shape[1]
         self.end = width if self.end is None else min(int(self.end), width)
         if self.start > self.end:
             raise ValueError(f"max_len start {self.start} exceeds the windows' width {self.end}")
-        collate = resolve(datamodule, self.target)
-        if not isinstance(collate, TruncateWindows):
-            collate = TruncateWindows(collate, self.end)
-            _set_path(datamodule, self.target, collate)
-        self.wrapper = collate
+        self.owner = owner
 
     def value(self, progress: float) -> int:
         raw = math.ceil(interpolate(self.start, float(self.end), progress) - 1e-9)
@@ -152,16 +129,8 @@ class MaxLength(Knob):
 
     def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
         value = self.value(progress)
-        self.wrapper.max_len = value
+        self.owner.max_len = value
         return {"max_len": float(value)}
-
-
-def _set_path(root: Any, path: str, value: Any) -> None:
-    *parents, last = path.split(".")
-    node = root
-    for part in parents:
-        node = getattr(node, part)
-    setattr(node, last, value)
 
 
 def require_in_process_loading(loader: Any) -> None:
