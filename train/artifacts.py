@@ -13,8 +13,9 @@ training the run directory gets an ``artifacts/`` folder:
   relative to the run directory.
 
 Weights stay where training wrote them (the best Lightning checkpoint). A DeepSpeed
-checkpoint folder is consolidated once into ``artifacts/weights_fp32.pt``; a run
-without any checkpoint stores the model's state dict there instead.
+checkpoint folder is consolidated once (:mod:`train.consolidate`) into
+``artifacts/weights_fp32.pt``; a run without any checkpoint stores the model's state
+dict there instead.
 """
 from __future__ import annotations
 
@@ -125,10 +126,9 @@ def _weights_file(run_dir: Path, target: Path, best: str | Path | None, model: n
 
 
 def _consolidate_deepspeed(folder: Path, out: Path) -> Path:
-    from pytorch_lightning.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+    from train.consolidate import consolidate
 
-    convert_zero_checkpoint_to_fp32_state_dict(str(folder), str(out))
-    return out
+    return consolidate(folder, out)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -169,12 +169,11 @@ def load_run_artifacts(path: str | Path, ckpt: str | Path | None = None) -> RunA
         )
     cfg = OmegaConf.load(folder / CONFIG_FILE)
     data = cache.load(folder / DATA_DIR)
-    given = Path(path)
-    if ckpt is None and given.is_file():
+    given = Path(path).resolve()
+    if ckpt is None and given not in (run_dir, folder):  # a checkpoint file or DeepSpeed folder
         ckpt = given
     weights = Path(ckpt) if ckpt is not None else _absolute(meta["weights"], run_dir)
-    _check_weights_path(weights)
-    return RunArtifacts(run_dir=run_dir, cfg=cfg, data=data, meta=meta, weights=weights)
+    return RunArtifacts(run_dir=run_dir, cfg=cfg, data=data, meta=meta, weights=_weights_file_of(weights))
 
 
 def _absolute(path: str, run_dir: Path) -> Path:
@@ -182,15 +181,19 @@ def _absolute(path: str, run_dir: Path) -> Path:
     return p if p.is_absolute() else run_dir / p
 
 
-def _check_weights_path(weights: Path) -> None:
+def _weights_file_of(weights: Path) -> Path:
+    """The file to load: a DeepSpeed folder stands for its consolidated ``<folder>.fp32.pt``."""
     if weights.is_dir():
+        consolidated = weights.with_name(weights.name + ".fp32.pt")
+        if consolidated.is_file():
+            return consolidated
         raise CheckpointError(
-            f"{weights} is a DeepSpeed checkpoint folder; consolidate it first: python -c "
-            "\"from pytorch_lightning.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict as c; "
-            f"c('{weights}', '{weights}.fp32.pt')\" and pass ckpt={weights}.fp32.pt"
+            f"{weights} is a DeepSpeed checkpoint folder; consolidate it once with "
+            f"`python -m train.consolidate {weights}` (writes {consolidated.name} next to it)"
         )
     if not weights.is_file():
         raise CheckpointError(
             f"weights file {weights} does not exist; was the run directory moved without its "
             "checkpoints/? Pass ckpt=PATH to name the weights explicitly"
         )
+    return weights

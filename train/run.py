@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
+from train.artifacts import save_run_artifacts
 from train.builders import build_with_data, instantiate_with
 from train.results import flat_metrics, results_table, write_metrics
 
@@ -65,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     val = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
     test = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    save_run_artifacts(output_dir, cfg, data, best, model=model)  # what infer/serve/profile reload
 
     metrics = flat_metrics(
         val,

@@ -25,6 +25,8 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from train.consolidate import ConsolidationError, checkpoint_world_size
 
+log = logging.getLogger(__name__)
+
 GPU_NAMES = ("cuda", "gpu")
 ACCELERATORS = ("auto", "cpu", *GPU_NAMES)
 PRECISION_RESOLVER = "recflow.precision"
@@ -98,13 +100,23 @@ def ddp(
 
 # -- DeepSpeed -------------------------------------------------------------------------
 class ZeroStrategy(DeepSpeedStrategy):
-    """Lightning's DeepSpeed strategy, able to evaluate a ZeRO-3 checkpoint.
+    """Lightning's DeepSpeed strategy with two ZeRO-3 fixes.
 
-    ``trainer.validate/test(ckpt_path=...)`` builds an optimizer-less DeepSpeed engine;
-    under ZeRO-3 its parameter coordinator lacks ``_restore_from_bit16_weights``, which
-    DeepSpeed calls after loading the (already gathered and re-partitioned) weights.
-    An evaluation engine has no fp32 master copy to refresh, so a no-op is exact.
+    1. ZeRO-3 all-gathers a module's weights every time the module runs, so every rank
+       must run the same modules the same number of times. Modules that run a data-
+       dependent number of passes (recmodels' transformer encodes CPU batches once per
+       length group, ``max_groups``) are switched to a single pass in :meth:`setup`;
+       otherwise the ranks' collectives mismatch and training hangs.
+    2. ``trainer.validate/test(ckpt_path=...)`` builds an optimizer-less DeepSpeed engine;
+       under ZeRO-3 its parameter coordinator lacks ``_restore_from_bit16_weights``, which
+       DeepSpeed calls after loading the (already gathered and re-partitioned) weights.
+       An evaluation engine has no fp32 master copy to refresh, so a no-op is exact.
     """
+
+    def setup(self, trainer: Any) -> None:
+        if self.zero_stage_3:
+            single_pass_modules(self.lightning_module)
+        super().setup(trainer)
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
         universal = bool((self.config.get("checkpoint") or {}).get("load_universal"))
@@ -114,6 +126,21 @@ class ZeroStrategy(DeepSpeedStrategy):
         if optimizer is not None and not hasattr(optimizer, "_restore_from_bit16_weights"):
             optimizer._restore_from_bit16_weights = _nothing
         return super().load_checkpoint(checkpoint_path, weights_only)
+
+
+def single_pass_modules(module: torch.nn.Module) -> int:
+    """Make modules with a data-dependent number of passes (``max_groups``) run once.
+
+    Returns how many modules were changed (the result is the same, only speed differs).
+    """
+    changed = 0
+    for sub in module.modules():
+        if isinstance(getattr(sub, "max_groups", None), int) and sub.max_groups > 1:
+            sub.max_groups = 1
+            changed += 1
+    if changed:
+        log.info("ZeRO-3: %d module(s) set to one pass per batch (max_groups=1) so ranks stay in step", changed)
+    return changed
 
 
 def _nothing() -> None:
@@ -132,7 +159,7 @@ def check_resume_world_size(checkpoint_path: Any, world_size: int) -> None:
             f"{world_size}; ZeRO optimizer shards cannot be re-partitioned on load. Either resume with "
             f"{saved} processes, or convert it: `python -m train.consolidate {checkpoint_path}` gives one "
             "fp32 state dict to start a new run from (optimizer state restarts), and "
-            f"`python -m deepspeed.checkpoint.ds_to_universal --input_folder {checkpoint_path}/checkpoint "
+            f"`python -m deepspeed.checkpoint.ds_to_universal --inject_missing_state --input_folder {checkpoint_path}/checkpoint "
             f"--output_folder {checkpoint_path}/checkpoint_universal` makes a DeepSpeed universal checkpoint "
             "that resumes at any world size with +trainer.strategy.config.checkpoint.load_universal=true"
         )

@@ -61,7 +61,10 @@ class Evaluator:
         max_history: int = 200,
         metrics: Sequence[str] = DEFAULT_METRICS,
         num_workers: int = 0,
+        val_sampler: str | None = None,
     ) -> None:
+        if val_sampler is not None and val_sampler not in SAMPLERS:
+            raise ValueError(f"unknown eval.val_sampler '{val_sampler}'; choose from {list(SAMPLERS)}")
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown eval.protocol '{protocol}'; choose from {list(PROTOCOLS)}")
         if sampler not in SAMPLERS:
@@ -73,6 +76,9 @@ class Evaluator:
         if int(num_workers) < 0:
             raise ValueError(f"eval.num_workers must be >= 0, got {num_workers}")
         self.protocol, self.sampler = protocol, sampler
+        # Data sets such as NCF's ship candidates for the test split only; validation
+        # then draws its own (e.g. uniform) with the same list length.
+        self.val_sampler = val_sampler or sampler
         self.ks = check_ks(ks)
         self.metrics = check_metrics(metrics)
         self.num_negatives, self.seed = int(num_negatives), int(seed)
@@ -109,10 +115,11 @@ class Evaluator:
         key = (id(data), split)
         cached = self._cache.get(key)
         if cached is None or cached[0] is not data:
-            cands = split_candidates(data, split, self.sampler, self.num_negatives, self.seed)
+            sampler = self.val_sampler if split == VAL else self.sampler
+            cands = split_candidates(data, split, sampler, self.num_negatives, self.seed)
             cached = self._cache[key] = (data, cands)
         cands = cached[1]
-        if self.sampler == "given":
+        if self.sampler == "given" and split != VAL:
             self._given_width = cands.shape[1] - 1
             if max(self.ks) > self._given_width:
                 raise ValueError(

@@ -80,7 +80,6 @@ def recommend_users(
 
 def chunk_frame(chunk: Chunk, ctx: RunContext) -> pd.DataFrame:
     """Long format: one row per (user, rank) with raw ids; short-list slots left out."""
-    k = chunk.items.shape[1]
     valid = chunk.items != NO_ITEM
     rows, ranks = np.nonzero(valid)
     return pd.DataFrame(
@@ -90,7 +89,7 @@ def chunk_frame(chunk: Chunk, ctx: RunContext) -> pd.DataFrame:
             "item": ctx.items.to_raw(chunk.items[rows, ranks]),
             "score": chunk.scores[rows, ranks].astype(np.float32),
         }
-    ) if k else pd.DataFrame(columns=["user", "rank", "item", "score"])
+    )
 
 
 class RecommendationWriter:

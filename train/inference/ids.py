@@ -29,14 +29,13 @@ class IdIndex:
     def coerce(self, values: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
         """(values in the id map's dtype, mask of values that could be converted)."""
         series = pd.Series(list(values), dtype=object)
-        if self.numeric:
-            numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-            ok = np.isfinite(numbers)
-            if np.issubdtype(self.raw_ids.dtype, np.integer):
-                ok &= np.mod(np.where(ok, numbers, 0), 1) == 0
-            filled = np.where(ok, numbers, 0).astype(self.raw_ids.dtype)
-            return filled, ok
-        return series.astype(str).to_numpy(dtype=object), np.ones(len(series), dtype=bool)
+        if not self.numeric:
+            return series.astype(str).to_numpy(dtype=object), np.ones(len(series), dtype=bool)
+        if np.issubdtype(self.raw_ids.dtype, np.integer):
+            return _as_integers(series)
+        numbers = pd.to_numeric(series.astype(str), errors="coerce").to_numpy(dtype=np.float64)
+        ok = np.isfinite(numbers)
+        return np.where(ok, numbers, 0).astype(self.raw_ids.dtype), ok
 
     def to_internal(self, values: Iterable[Any]) -> np.ndarray:
         """Internal ids, ``-1`` for raw ids that are not in the map."""
@@ -51,7 +50,23 @@ class IdIndex:
     def to_raw(self, internal: np.ndarray) -> np.ndarray:
         return self.raw_ids[np.asarray(internal, dtype=np.int64)]
 
-    def unknown(self, values: list[Any]) -> list[Any]:
-        """The given values that are not known ids (as given, in order)."""
-        missing = self.to_internal(values) < 0
-        return np.asarray(values, dtype=object)[missing].tolist()
+
+def _as_integers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Exact int64 parsing of ints, integer strings and integral floats (no float64
+    round trip, so ids above 2**53 survive); anything else is not convertible."""
+    text = series.astype(str).str.strip()
+    digits = text.str.fullmatch(r"[+-]?\d{1,18}").to_numpy(dtype=bool)
+    out = np.zeros(len(text), dtype=np.int64)
+    out[digits] = text[digits].astype(np.int64).to_numpy()
+    ok = digits.copy()
+    rest = np.flatnonzero(~digits)
+    numbers = pd.to_numeric(text.iloc[rest], errors="coerce").to_numpy(dtype=np.float64)
+    integral = np.isfinite(numbers) & (np.mod(np.nan_to_num(numbers), 1) == 0) & (np.abs(numbers) < 2**53)
+    out[rest[integral]] = numbers[integral].astype(np.int64)
+    ok[rest[integral]] = True
+    long = np.flatnonzero(text.str.fullmatch(r"[+-]?\d{19}").to_numpy(dtype=bool))
+    for index in long:  # the rare 19-digit ids, checked against the int64 range
+        value = int(text.iloc[index])
+        if -(2**63) <= value < 2**63:
+            out[index], ok[index] = value, True
+    return out, ok

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from data_modules.interactions import PAD, TEST, TRAIN, VAL, Histories, InteractionData
+from data_modules.interactions import TEST, TRAIN, VAL, Histories, InteractionData
 from recmodels.base import Context, Recommender
 from train.artifacts import load_run_artifacts
 from train.builders import build_with_data
@@ -63,15 +63,13 @@ class RunContext:
         return context
 
     def history_context(self, histories: list[np.ndarray]) -> Context:
-        """Context of ad-hoc histories (internal item ids, oldest first), left-padded."""
-        out = np.full((len(histories), self.max_history), PAD, dtype=np.int64)
-        lengths = np.array([min(len(h), self.max_history) for h in histories], dtype=np.int64)
-        if len(histories):
-            tails = np.concatenate([np.asarray(h, dtype=np.int64)[len(h) - n :] for h, n in zip(histories, lengths)])
-            rows = np.repeat(np.arange(len(histories)), lengths)
-            cols = self.max_history - lengths[rows] + (np.arange(len(tails)) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-            out[rows, cols] = tails
-        return {"history": torch.from_numpy(out).to(self.device)}
+        """Context of ad-hoc histories (internal item ids, oldest first), left-padded
+        to the same length as stored histories."""
+        lengths = np.array([len(h) for h in histories], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if histories else lengths
+        padded = Histories(indptr, items).padded(np.arange(len(histories)), self.max_history)
+        return {"history": torch.from_numpy(padded).to(self.device)}
 
 
 def load_recommender(

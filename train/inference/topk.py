@@ -1,9 +1,9 @@
 """Top-K over the whole catalogue with known items removed: the one ranking step.
 
 Scores come only from :meth:`Recommender.score_all`; excluded (user, item) pairs are
-set to ``-inf`` with one ``index_put_`` over flattened pairs, exactly as the
-evaluator's full-ranking protocol masks a user's context items (and
-:func:`mask_pairs_` is the helper it can share). Rows with fewer than ``k`` items
+gathered from the user's history with the evaluator's ``csr_gather`` and set to
+``-inf`` with the evaluator's own masking routine, so inference and the
+full-ranking protocol remove known items identically. Rows with fewer than ``k`` items
 left return ``-1`` ids (and ``-inf`` scores) in the trailing slots.
 """
 from __future__ import annotations
@@ -15,15 +15,16 @@ from torch import Tensor
 from data_modules.interactions import Histories
 from recmodels.base import Context, Recommender
 from train.evaluation.batches import csr_gather
+from train.evaluation.evaluator import _mask_known
 
 NO_ITEM = -1
 
 
 def mask_pairs_(scores: Tensor, rows: Tensor, items: Tensor) -> Tensor:
-    """Set ``scores[rows[j], items[j]] = -inf`` in place (rows index the batch)."""
+    """Set ``scores[rows[j], items[j]] = -inf`` in place (rows index the batch), with the
+    evaluator's own masking routine; ``scores`` must be a contiguous private copy."""
     if rows.numel():
-        minus_inf = torch.tensor(float("-inf"), device=scores.device, dtype=scores.dtype)
-        scores.index_put_((rows.to(scores.device), items.to(scores.device)), minus_inf)
+        _mask_known(scores, rows.to(scores.device), items.to(scores.device))
     return scores
 
 
@@ -80,7 +81,10 @@ def recommend(
     exclude: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Top-``k`` items and scores for a batch of contexts, ``exclude`` pairs removed."""
-    scores = model.score_all(context).float()
+    raw = model.score_all(context)
+    # Masking writes in place: never into a view the model may share (an expanded row,
+    # a parameter), so take a private float32 copy.
+    scores = (raw.float() if raw.dtype != torch.float32 else raw.clone()).contiguous()
     if scores.dim() != 2 or scores.shape[1] != model.num_items:
         raise ValueError(f"score_all returned shape {tuple(scores.shape)}, expected [B, {model.num_items}]")
     if torch.isnan(scores).any():

@@ -1,0 +1,82 @@
+"""User profiles: activity counts match the data, shares are hand-checkable, vectors are the model's."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.serving_runs import trained_run
+from train.inference import load_recommender, recommend_users
+from train.profile import run_profile
+
+K = 5
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return trained_run(tmp_path_factory.mktemp("neumf") / "run", "neumf")
+
+
+@pytest.fixture(scope="module")
+def profiles(run_dir: Path, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("profiles") / "p.parquet"
+    cfg = {"run": str(run_dir), "ckpt": None, "out": str(out), "k": K, "feature": None, "batch_size": 7, "device": "cpu"}
+    run_profile(OmegaConf.create(cfg))
+    return pd.read_parquet(out)
+
+
+def test_activity_matches_the_data(run_dir: Path, profiles: pd.DataFrame) -> None:
+    _, ctx = load_recommender(run_dir)
+    frame = ctx.data.interactions
+    raw_users = ctx.data.user_ids[frame["user"].to_numpy()]
+    by_user = pd.DataFrame({"user": raw_users, "item": frame["item"], "ts": frame["timestamp"]}).groupby("user")
+    expected = by_user.agg(n=("item", "size"), distinct=("item", "nunique"), first=("ts", "min"), last=("ts", "max"))
+    got = profiles.set_index("user").loc[expected.index]
+    assert len(profiles) == ctx.data.num_users
+    np.testing.assert_array_equal(got["num_interactions"], expected["n"])
+    np.testing.assert_array_equal(got["num_distinct_items"], expected["distinct"])
+    np.testing.assert_array_equal(got["first_timestamp"], expected["first"])
+    np.testing.assert_array_equal(got["last_timestamp"], expected["last"])
+
+
+def genre_shares(genre_lists) -> dict[str, float]:
+    counts = Counter(g for genres in genre_lists for g in genres)
+    total = sum(counts.values())
+    return {g: c / total for g, c in counts.items()}
+
+
+def test_genre_shares_by_hand(run_dir: Path, profiles: pd.DataFrame) -> None:
+    model, ctx = load_recommender(run_dir)
+    genres = ctx.data.item_features["genres"]
+    history_cols = [c for c in profiles.columns if c.startswith("history_share.genres.")]
+    topk_cols = [c for c in profiles.columns if c.startswith("topk_share.genres.")]
+    assert history_cols and len(history_cols) == len(topk_cols)
+    np.testing.assert_allclose(profiles[history_cols].sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(profiles[topk_cols].sum(1), 1.0, rtol=1e-6)
+    chunk = next(recommend_users(model, ctx, np.array([0, 3]), K, progress=False))
+    for row, user in enumerate((0, 3)):
+        profile = profiles.set_index("user").loc[ctx.data.user_ids[user]]
+        hist = genre_shares(genres[i] for i in ctx.known.of(user))
+        top = genre_shares(genres[i] for i in chunk.items[row])
+        for genre, share in hist.items():
+            assert profile[f"history_share.genres.{genre}"] == pytest.approx(share)
+        for genre, share in top.items():
+            assert profile[f"topk_share.genres.{genre}"] == pytest.approx(share)
+        assert profile["top_genres_history"] == max(sorted(hist), key=hist.get)
+        untouched = set(c.split(".", 2)[2] for c in history_cols) - set(hist)
+        assert all(profile[f"history_share.genres.{g}"] == 0 for g in untouched)
+
+
+def test_representation_is_the_models(run_dir: Path, profiles: pd.DataFrame) -> None:
+    model, ctx = load_recommender(run_dir)
+    with torch.no_grad():
+        expected = model.user_representation({"user": torch.arange(ctx.data.num_users)}).numpy()
+    np.testing.assert_array_equal(profiles["user"], ctx.data.user_ids)  # rows in internal id order
+    got = np.stack(profiles["representation"].to_numpy())
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
