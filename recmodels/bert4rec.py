@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from recmodels.base import Context, Recommender
+from recmodels.feature_tensors import FeatureTensors
 from recmodels.item_encoder import ItemEncoder
 from recmodels.sasrec import _check_encoder
 from recmodels.transformer import TransformerEncoder, embedding_scale, init_weights
@@ -40,6 +41,8 @@ class BERT4Rec(Recommender):
         scale_embeddings: bool = False,
         attn_dropout: float = 0.0,
         ffn_mult: int = 4,
+        item_features: FeatureTensors | None = None,
+        fusion: str = "sum",
     ) -> None:
         super().__init__()
         self.num_items = num_items
@@ -48,6 +51,10 @@ class BERT4Rec(Recommender):
         self.pad_row = num_items
         self.mask_row = num_items + 1
         self.scale = embedding_scale(hidden, scale_embeddings)
+        if item_features is not None:  # side features: item vectors from an ItemEncoder
+            if item_encoder is not None:
+                raise ValueError("pass item_encoder or item_features, not both")
+            item_encoder = item_features.encoder(hidden, fusion)
         if item_encoder is not None:
             _check_encoder(item_encoder, num_items, hidden)
             self.item_encoder: ItemEncoder | None = item_encoder
@@ -123,3 +130,23 @@ class BERT4Rec(Recommender):
         user = self.user_representation(context)
         scores = torch.einsum("bd,bcd->bc", user, self.item_embeddings(candidates))
         return scores + self.output_bias[candidates] if self.output_bias is not None else scores
+
+    # ----- incremental updates -----
+    def grow(self, num_items: int) -> dict[str, Tensor]:
+        """Room for ``num_items`` items: real rows keep their index, padding and [MASK]
+        move to the new end, new item rows are drawn like a fresh model's (bias 0)."""
+        from recmodels.growth import (
+            check_growth, fresh_normal, grown_embedding, grown_parameter, old_row_positions, refuse_encoder,
+        )
+
+        refuse_encoder(self)
+        check_growth("item", self.num_items, num_items)
+        rows = old_row_positions(self.num_items, num_items, num_special=2)
+        self.item_emb = grown_embedding(self.item_emb, num_items + 2, rows, fresh_normal)
+        moved = {"item_emb.weight": rows}
+        if self.output_bias is not None:
+            items = torch.arange(self.num_items)
+            self.output_bias = grown_parameter(self.output_bias, num_items, items, nn.init.zeros_)
+            moved["output_bias"] = items
+        self.num_items, self.pad_row, self.mask_row = num_items, num_items, num_items + 1
+        return moved

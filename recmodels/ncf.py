@@ -13,12 +13,29 @@ import torch
 from torch import Tensor, nn
 
 from recmodels.base import Context, Recommender
+from recmodels.growth import RowMap, check_growth, grown_embedding, prefixed
+
+
+def _paper_normal(weight: Tensor) -> Tensor:
+    return nn.init.normal_(weight, std=0.01)  # the paper's N(0, 0.01) initialisation
 
 
 def _init_embedding(num: int, dim: int) -> nn.Embedding:
     emb = nn.Embedding(num, dim)
-    nn.init.normal_(emb.weight, std=0.01)  # the paper's N(0, 0.01) initialisation
+    _paper_normal(emb.weight)
     return emb
+
+
+def _grow_id_tables(model: "GMF | MLP", num_users: int, num_items: int) -> RowMap:
+    """Extend ``user_emb``/``item_emb`` in place; old rows keep their index and bits."""
+    old_users, old_items = model.user_emb.num_embeddings, model.item_emb.num_embeddings
+    check_growth("user", old_users, num_users)
+    check_growth("item", old_items, num_items)
+    users, items = torch.arange(old_users), torch.arange(old_items)
+    model.user_emb = grown_embedding(model.user_emb, num_users, users, _paper_normal)
+    model.item_emb = grown_embedding(model.item_emb, num_items, items, _paper_normal)
+    model.num_items = num_items
+    return {"user_emb.weight": users, "item_emb.weight": items}
 
 
 class GMF(Recommender):
@@ -47,6 +64,10 @@ class GMF(Recommender):
 
     def user_representation(self, context: Context) -> Tensor:
         return self.user_emb(context["user"])
+
+    def grow(self, num_users: int, num_items: int) -> RowMap:
+        """Tables for ``num_users``/``num_items`` ids; new rows drawn like fresh ones."""
+        return _grow_id_tables(self, num_users, num_items)
 
 
 class MLPTower(nn.Module):
@@ -103,6 +124,10 @@ class MLP(Recommender):
     def user_representation(self, context: Context) -> Tensor:
         return self.user_emb(context["user"])
 
+    def grow(self, num_users: int, num_items: int) -> RowMap:
+        """Tables for ``num_users``/``num_items`` ids; new rows drawn like fresh ones."""
+        return _grow_id_tables(self, num_users, num_items)
+
 
 class NeuMF(Recommender):
     """GMF and MLP with separate embeddings, fused by one output layer."""
@@ -141,6 +166,13 @@ class NeuMF(Recommender):
     def user_representation(self, context: Context) -> Tensor:
         users = context["user"]
         return torch.cat([self.gmf.user_emb(users), self.mlp.user_emb(users)], dim=-1)
+
+    def grow(self, num_users: int, num_items: int) -> RowMap:
+        """Grow both branches' tables; the fused output layer does not depend on ids."""
+        rows = {**prefixed("gmf", self.gmf.grow(num_users, num_items)),
+                **prefixed("mlp", self.mlp.grow(num_users, num_items))}
+        self.num_items = num_items
+        return rows
 
     @torch.no_grad()
     def load_pretrained(self, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> None:

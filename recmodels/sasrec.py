@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from recmodels.base import Context, Recommender, to_embedding_index
+from recmodels.feature_tensors import FeatureTensors
 from recmodels.item_encoder import ItemEncoder
 from recmodels.transformer import TransformerEncoder, embedding_scale, init_weights
 
@@ -37,6 +38,8 @@ class SASRec(Recommender):
         item_encoder: ItemEncoder | None = None,
         scale_embeddings: bool = False,
         attn_dropout: float = 0.0,
+        item_features: FeatureTensors | None = None,
+        fusion: str = "sum",
     ) -> None:
         super().__init__()
         self.num_items = num_items
@@ -44,6 +47,10 @@ class SASRec(Recommender):
         self.max_len = max_len
         self.pad_row = num_items
         self.scale = embedding_scale(hidden, scale_embeddings)
+        if item_features is not None:  # side features: item vectors from an ItemEncoder
+            if item_encoder is not None:
+                raise ValueError("pass item_encoder or item_features, not both")
+            item_encoder = item_features.encoder(hidden, fusion)
         self.output_bias: Tensor | None = None  # tied scores, no bias (kept for the loss API)
         if item_encoder is not None:
             _check_encoder(item_encoder, num_items, hidden)
@@ -99,6 +106,19 @@ class SASRec(Recommender):
     def score_candidates(self, context: Context, candidates: Tensor) -> Tensor:
         user = self.user_representation(context)
         return torch.einsum("bd,bcd->bc", user, self.item_embeddings(candidates))
+
+    # ----- incremental updates -----
+    def grow(self, num_items: int) -> dict[str, Tensor]:
+        """Room for ``num_items`` items: real rows keep their index, the padding row moves
+        to the new end, new rows are drawn like a fresh model's (recmodels/growth.py)."""
+        from recmodels.growth import check_growth, fresh_normal, grown_embedding, old_row_positions, refuse_encoder
+
+        refuse_encoder(self)
+        check_growth("item", self.num_items, num_items)
+        rows = old_row_positions(self.num_items, num_items, num_special=1)
+        self.item_emb = grown_embedding(self.item_emb, num_items + 1, rows, fresh_normal)
+        self.num_items, self.pad_row = num_items, num_items
+        return {"item_emb.weight": rows}
 
 
 def _check_encoder(encoder: ItemEncoder, num_items: int, dim: int) -> None:

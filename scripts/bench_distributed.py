@@ -149,14 +149,15 @@ def run_config(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     worker_args = ["--worker", "--out", str(out), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", __file__, *worker_args,
            "--", *model_overrides(argparse.Namespace(**{**vars(args), "out": str(out)})), *overrides]
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // nproc)), WANDB_MODE="disabled")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // nproc)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), WANDB_MODE="disabled")
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=args.timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
     if len(ranks) != nproc:
         raise RuntimeError(f"{name}: expected {nproc} rank reports, got {len(ranks)}")
-    return summarise(name, ranks)
+    return {**summarise(name, ranks), "threads": threads}
 
 
 def summarise(name: str, ranks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -177,13 +178,13 @@ def summarise(name: str, ranks: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     base = rows[0]["sequences_per_s"]
     lines = [
-        "| config | processes | steps timed | sequences/s (all ranks) | speed-up | peak RSS per rank (MB) "
+        "| config | processes x threads | steps timed | sequences/s (all ranks) | speed-up | peak RSS per rank (MB) "
         "| weights held per rank (MB) | optimizer state held per rank (MB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['config']} | {r['processes']} | {r['steps']} | {r['sequences_per_s']:.1f} | "
+            f"| {r['config']} | {r['processes']} x {r['threads']} | {r['steps']} | {r['sequences_per_s']:.1f} | "
             f"{r['sequences_per_s'] / base:.2f}x | {r['peak_rss_mb']:.0f} | {r['weights_mb']:.2f} | {r['optimizer_mb']:.2f} |"
         )
     return "\n".join(lines)
@@ -202,6 +203,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed first steps")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), metavar="NAME")
+    parser.add_argument("--threads", type=int, default=0, help="threads per process (default: cores / processes)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per configuration")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

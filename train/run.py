@@ -12,12 +12,14 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from train.artifacts import save_run_artifacts
 from train.builders import build_with_data, instantiate_with
+from train.incremental import align_with_previous_run, warm_start
 from train.results import flat_metrics, results_table, write_metrics
 
 log = logging.getLogger(__name__)
@@ -44,14 +46,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, keep the best checkpoint by ``cfg.monitor``, test it, write metrics.json."""
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
 
     data = hydra.utils.instantiate(cfg.data)
+    data = align_with_previous_run(data, cfg.get("init_from"))  # old raw ids keep their rows
     log.info(data.summary())
     evaluator = hydra.utils.instantiate(cfg.eval)
     model = build_with_data(cfg.model.net, data)
     for initialise in (cfg.model.get("initialisers") or {}).values():
         hydra.utils.instantiate(initialise)(model)  # e.g. NeuMF from pre-trained GMF/MLP
+    model = warm_start(model, data, cfg)  # init_from: previous weights, grown for new ids
     datamodule = instantiate_with(cfg.model.datamodule, data=data, evaluator=evaluator, seed=cfg.seed)
     task = instantiate_with(cfg.model.task, model=model, evaluator=evaluator)
 

@@ -156,12 +156,13 @@ def check_resume_world_size(checkpoint_path: Any, world_size: int) -> None:
     if saved != world_size:
         raise StrategyConfigError(
             f"checkpoint {checkpoint_path} was written by {saved} DeepSpeed ranks but this run has "
-            f"{world_size}; ZeRO optimizer shards cannot be re-partitioned on load. Either resume with "
-            f"{saved} processes, or convert it: `python -m train.consolidate {checkpoint_path}` gives one "
-            "fp32 state dict to start a new run from (optimizer state restarts), and "
-            f"`python -m deepspeed.checkpoint.ds_to_universal --inject_missing_state --input_folder {checkpoint_path}/checkpoint "
-            f"--output_folder {checkpoint_path}/checkpoint_universal` makes a DeepSpeed universal checkpoint "
-            "that resumes at any world size with +trainer.strategy.config.checkpoint.load_universal=true"
+            f"{world_size}; ZeRO optimizer shards cannot be re-partitioned on load. Resume with {saved} "
+            "processes, or convert it to a DeepSpeed universal checkpoint, which resumes at any world size: "
+            f"`python -m deepspeed.checkpoint.ds_to_universal --inject_missing_state --input_folder "
+            f"{checkpoint_path}/checkpoint --output_folder {checkpoint_path}/checkpoint_universal`, then add "
+            "+trainer.strategy.config.checkpoint.load_universal=true. For the weights alone (optimizer state "
+            f"restarts): `python -m train.consolidate {checkpoint_path}`, or init_from=<run dir> once a run "
+            "has finished"
         )
 
 

@@ -129,16 +129,27 @@ class Evaluator:
         return cands
 
     def dataloader(
-        self, data: InteractionData, split: int | str, rank: int = 0, world_size: int = 1
+        self,
+        data: InteractionData,
+        split: int | str,
+        rank: int = 0,
+        world_size: int = 1,
+        rows: np.ndarray | None = None,
     ) -> DataLoader:
         """Batches of this rank's contiguous share of ``split``'s rows (no padding, no drops).
 
         Use with ``Trainer(use_distributed_sampler=False)``: sharding is done here.
+        ``rows`` (indices or a boolean mask over ``data.targets(split)``) evaluates a
+        slice only, e.g. the rows whose target is a rarely seen item.
         """
         split = parse_split(split)
         users, targets = data.targets(split)
         context = data.histories(*data.context_splits(split))
         cands = self.candidates(data, split) if self.protocol == "sampled" else None
+        if rows is not None:
+            rows = _row_index(rows, len(users))
+            users, targets = users[rows], targets[rows]
+            cands = cands[rows] if cands is not None else None
         dataset = EvalRows(
             users, targets, context, self.max_history,
             candidates=cands, mask_known=self.protocol == "full",
@@ -182,6 +193,19 @@ class Evaluator:
         metric.update(ranks, topk_items)
 
 
+def _row_index(rows: np.ndarray, num_rows: int) -> np.ndarray:
+    """Row indices from indices or a boolean mask over a split's rows."""
+    rows = np.asarray(rows)
+    if rows.dtype == bool:
+        if rows.shape != (num_rows,):
+            raise ValueError(f"a boolean rows mask needs shape ({num_rows},), got {rows.shape}")
+        return np.flatnonzero(rows)
+    rows = rows.astype(np.int64, copy=False)
+    if rows.size and (rows.min() < 0 or rows.max() >= num_rows):
+        raise ValueError(f"rows must index 0..{num_rows - 1}; got {rows.min()}..{rows.max()}")
+    return rows
+
+
 def _mask_known(scores: Tensor, rows: Tensor, items: Tensor) -> None:
     """Set scores[rows, items] = -inf in place (a flat index_fill_ is ~10x faster than
     a 2-D index_put_ on CPU)."""
@@ -199,13 +223,15 @@ def evaluate(
     split: int | str,
     evaluator: Evaluator,
     device: str | torch.device = "cpu",
+    rows: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Evaluate ``model`` on one split without Lightning (benchmarks, inference, scripts).
 
     Moves the model to ``device`` and restores its train/eval mode afterwards.
+    ``rows`` restricts it to a slice of the split's rows (see :meth:`Evaluator.dataloader`).
     """
     metric = evaluator.new_metrics(data.num_items).to(device)
-    loader = evaluator.dataloader(data, split)
+    loader = evaluator.dataloader(data, split, rows=rows)
     was_training = model.training
     model.to(device).eval()
     try:
