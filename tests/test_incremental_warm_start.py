@@ -169,3 +169,15 @@ def test_alignment_keeps_the_raw_interactions(base_runs, tmp_path: Path) -> None
     fresh = hydra.utils.instantiate(cfg.data)
     aligned = align_with_previous_run(fresh, cfg.init_from)
     assert raw_pairs(aligned) == raw_pairs(fresh)
+
+
+def test_config_keys_and_the_update_preset(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "init_from=/runs/base", "init.lr_scale=0.1", "init.freeze_old_rows=true")
+    assert (cfg.init_from, cfg.init.lr_scale, cfg.init.freeze_old_rows) == ("/runs/base", 0.1, True)
+    assert tiny_config(tmp_path).init_from is None  # default: train from scratch
+    preset = tiny_config(tmp_path, "incremental=update", "init_from=/runs/base")
+    assert preset.trainer.max_epochs == 2 and preset.init.lr_scale == 1.0
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue):
+        tiny_config(tmp_path, "incremental=update").init_from

@@ -240,7 +240,8 @@ def deepspeed(
     timeout_minutes: float = 30,
     logging_level: int = logging.WARNING,
 ) -> DeepSpeedStrategy:
-    """DeepSpeed ZeRO strategy from a DeepSpeed JSON ``config`` (stock on GPU, gloo on CPU)."""
+    """DeepSpeed ZeRO strategy from a DeepSpeed JSON ``config``: :class:`ZeroStrategy` on GPUs,
+    :class:`CPUDeepSpeedStrategy` (gloo) on CPU."""
     on_cpu = resolve_accelerator(accelerator) == "cpu"
     kwargs = dict(
         config=deepspeed_config(config, on_cpu),

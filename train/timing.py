@@ -1,0 +1,37 @@
+"""A callback that measures training speed: seconds per epoch (validation excluded),
+examples per second and the process's peak resident memory.
+
+Enable on any run: ``+callbacks.timer._target_=train.timing.EpochTimer``.
+"""
+from __future__ import annotations
+
+import resource
+import time
+
+import pytorch_lightning as pl
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class EpochTimer(pl.Callback):
+    """Logs ``time/epoch_s``, ``time/examples_per_s`` and ``mem/peak_rss_mb`` each epoch."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.examples = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start, self.examples = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.examples += len(batch["user"])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seconds = time.perf_counter() - self.start
+        pl_module.log_dict(
+            {"time/epoch_s": seconds, "time/examples_per_s": self.examples / seconds, "mem/peak_rss_mb": peak_rss_mb()},
+            rank_zero_only=True,
+        )
