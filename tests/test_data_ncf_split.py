@@ -78,3 +78,23 @@ def test_bad_test_line_is_an_error_not_a_skip(tmp_path):
     write(tmp_path, test=["0\t3\t5\t400", "1\tfive\t4\t70", "2\t4\t3\t10"])
     with pytest.raises(DataFormatError, match="test.rating:2: item='five'"):
         ncf_split(tmp_path, cache=False)
+
+
+def test_random_validation_holds_out_one_training_row_per_user(tmp_path) -> None:
+    """Random hold-out (the NCF paper's validation): one VAL row per user with >= 2 rows."""
+    import numpy as np
+
+    from data_modules.interactions import TEST, TRAIN, VAL
+    from data_modules.sources import ncf_split
+
+    train_lines = ["0\t1\t5\t10", "0\t2\t4\t20", "0\t3\t3\t30", "1\t0\t5\t10", "2\t2\t5\t5", "2\t3\t5\t6"]
+    (tmp_path / "toy.train.rating").write_text("\n".join(train_lines) + "\n")
+    (tmp_path / "toy.test.rating").write_text("0\t0\t5\t40\n1\t1\t5\t40\n2\t1\t5\t40\n")
+    (tmp_path / "toy.test.negative").write_text("(0,0)\t3\n(1,1)\t3\n(2,1)\t0\n")
+    data = ncf_split(tmp_path, name="toy", validation="random", cache=False)
+    rows = data.interactions
+    val = rows[rows["split"] == VAL]
+    assert sorted(data.user_ids[val["user"]].tolist()) == [0, 2]  # user 1 has one training row
+    assert (rows["split"] == TEST).sum() == 3 and (rows["split"] == TRAIN).sum() == 4
+    again = ncf_split(tmp_path, name="toy", validation="random", cache=False).interactions
+    np.testing.assert_array_equal(again["split"].to_numpy(), rows["split"].to_numpy())

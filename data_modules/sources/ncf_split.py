@@ -32,7 +32,7 @@ from data_modules.sources._reading import read_delimited, read_text, require_fil
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 DTYPES = {"user": "int", "item": "int", "rating": "float", "timestamp": "int"}
-VALIDATION = ("last", "none")
+VALIDATION = ("last", "random", "none")
 
 
 def ncf_split(
@@ -48,7 +48,8 @@ def ncf_split(
 ) -> InteractionData:
     """Load NCF's files; ``preprocess.split`` is always ``given`` (the files' split).
 
-    ``validation="none"`` keeps every training line in TRAIN (no VAL split).
+    ``validation``: ``last`` holds out each user's latest training line as VAL,
+    ``random`` a random one (the paper's choice), ``none`` keeps every line in TRAIN.
     """
     if validation not in VALIDATION:
         raise ValueError(f"ncf_split validation={validation!r} is unknown; use one of {VALIDATION}")
@@ -157,6 +158,17 @@ def _with_split(train: pd.DataFrame, test: pd.DataFrame, validation: str) -> pd.
         users_sorted = train["user"].to_numpy()[order]
         last = np.r_[users_sorted[1:] != users_sorted[:-1], True]
         split[order[last]] = VAL
+    elif validation == "random" and len(train):
+        # The NCF paper's choice (section 4.1): one random training interaction per user
+        # (seeded), so the most recent history stays in training. Users with a single
+        # training row keep it.
+        users = train["user"].to_numpy()
+        order = np.lexsort((np.random.default_rng(0).random(len(train)), users))
+        users_sorted = users[order]
+        first = np.r_[True, users_sorted[1:] != users_sorted[:-1]]
+        counts = np.bincount(np.unique(users_sorted, return_inverse=True)[1])
+        has_two = np.repeat(counts >= 2, counts)
+        split[order[first & has_two]] = VAL
     train = train.assign(split=split)
     return pd.concat([train, test.assign(split=np.int8(TEST))], ignore_index=True)
 
