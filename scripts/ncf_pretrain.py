@@ -1,6 +1,6 @@
 """NeuMF with and without pre-training on NCF's split (He et al. 2017, section 3.4.1).
 
-Runs four trainings in sequence, each a plain ``python -m train`` call:
+Runs four trainings (the first three side by side), each a plain ``python -m train`` call:
 NeuMF from scratch, GMF, MLP, then NeuMF initialised from the GMF and MLP checkpoints;
 prints one Markdown table (HR@10/NDCG@10 with the 99 given negatives, epochs, time).
 
@@ -18,15 +18,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(name: str, out: Path, args: list[str]) -> dict:
+def start(name: str, out: Path, args: list[str]) -> tuple[subprocess.Popen, float, Path, list[str]]:
     run_dir = out / name
     cmd = [sys.executable, "-m", "train", *args, f"hydra.run.dir={run_dir}", "logger=csv",
            "trainer.enable_progress_bar=false"]
     print(f"[{name}] python -m train {' '.join(args)}", flush=True)
-    started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "train.log", "w") as log:
-        subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+    log = open(run_dir / "train.log", "w")
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), time.time(), run_dir, args
+
+
+def finish(job: tuple[subprocess.Popen, float, Path, list[str]]) -> dict:
+    proc, started, run_dir, args = job
+    if proc.wait() != 0:
+        raise SystemExit(f"training failed, see {run_dir / 'train.log'}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["wall_minutes"] = (time.time() - started) / 60
     metrics["command"] = "python -m train " + " ".join(args)
@@ -41,15 +46,15 @@ def main() -> None:
     opts, extra = parser.parse_known_args()
     data = [f"data.root={Path(opts.root).resolve()}", *extra]
     base = ["experiment=ncf_ml1m", *data]
-    results = {}
+    # The three independent trainings run side by side (one thread each).
+    jobs = {"GMF": start("gmf", opts.out, [*base, "model=gmf"]), "MLP": start("mlp", opts.out, [*base, "model=mlp"])}
     if not opts.skip_scratch:
-        results["NeuMF"] = run("neumf", opts.out, base)
-    results["GMF"] = run("gmf", opts.out, [*base, "model=gmf"])
-    results["MLP"] = run("mlp", opts.out, [*base, "model=mlp"])
-    results["NeuMF (pre-trained)"] = run("neumf_pretrained", opts.out, [
+        jobs["NeuMF"] = start("neumf", opts.out, base)
+    results = {name: finish(job) for name, job in jobs.items()}
+    results["NeuMF (pre-trained)"] = finish(start("neumf_pretrained", opts.out, [
         "experiment=ncf_ml1m_pretrained", *data,
         f"gmf_ckpt={results['GMF']['best_checkpoint']}", f"mlp_ckpt={results['MLP']['best_checkpoint']}",
-    ])
+    ]))
     lines = ["| model | HR@10 | NDCG@10 | epochs | wall time | command |", "|---|---|---|---|---|---|"]
     for name, m in results.items():
         lines.append(f"| {name} | {m['test/hr@10']:.4f} | {m['test/ndcg@10']:.4f} | {m['epochs']} | "
