@@ -46,12 +46,21 @@ class PairTrainingSet(torch.utils.data.Dataset):
 
 
 class PairDataModule(RecDataModule):
-    """Training pairs from the TRAIN split; ``batch_size`` counts positives."""
+    """Training pairs from the TRAIN split.
+
+    ``batch_size`` counts training instances (positives and negatives), as in the NCF
+    paper's code: 256 with 4 negatives is about 51 positives and 205 negatives a step.
+    """
 
     def __init__(
         self, data: InteractionData, evaluator: Any, batch_size: int = 256, num_negatives: int = 4, seed: int = 0
     ) -> None:
-        super().__init__(data, evaluator, batch_size, seed)
+        if batch_size < 1 + num_negatives:
+            raise ValueError(
+                f"batch_size={batch_size} cannot hold one positive and its {num_negatives} negatives; "
+                f"use batch_size >= {1 + num_negatives}"
+            )
+        super().__init__(data, evaluator, batch_size // (1 + num_negatives), seed)
         rows = data.rows(TRAIN)
         self.train_set = PairTrainingSet(
             rows["user"].to_numpy(), rows["item"].to_numpy(), data.num_items, num_negatives
