@@ -6,8 +6,8 @@ variant (``sasrec`` vs ``sasrec_features``, ``neumf`` vs ``neumf_features``) wit
 on validation, and ranks the test split (full ranking, known items removed) on:
 
 - **all** test rows;
-- **tail**: rows whose target has at most ``--tail-max`` training interactions
-  (rarely seen items, where ids have little to learn from and features should help);
+- **tail<=N**: rows whose target has at most N training interactions (``--tail-max``,
+  default 20 and 50): rarely seen items, where ids have little to learn from;
 - **cold**: rows whose target has no training interaction at all (often empty).
 
 Slices go through the project's one evaluator (``evaluate(..., rows=mask)``), so the
@@ -42,7 +42,7 @@ FAMILY_OVERRIDES = {
     "sasrec": ["model.net.hidden=64", "model.net.dropout=0.1", "model.task.loss.name=ce"],
     "neumf": ["model.datamodule.batch_size=1024"],
 }
-KS = (10,)
+KS = (10, 100)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--max-time", default="00:00:08:00", help="per-run trainer.max_time DD:HH:MM:SS ('none': no limit)")
     parser.add_argument("--max-epochs", type=int, default=200, help="per-run trainer.max_epochs")
-    parser.add_argument("--tail-max", type=int, default=20, help="tail = targets with <= this many training interactions")
+    parser.add_argument("--tail-max", type=int, nargs="+", default=[20, 50],
+                        help="tail slices: targets with <= N training interactions (one slice per N)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every run, e.g. trainer.accelerator=gpu")
     parser.add_argument("--out", default="outputs/bench_features")
@@ -102,13 +103,16 @@ def run_training(model: str, family: str, args: argparse.Namespace, out: Path) -
 # --- slices ------------------------------------------------------------------------------
 
 
-def slice_masks(train_counts: np.ndarray, targets: np.ndarray, tail_max: int) -> dict[str, np.ndarray]:
+def slice_masks(train_counts: np.ndarray, targets: np.ndarray, tail_max: list[int]) -> dict[str, np.ndarray]:
     """Boolean masks over the test rows, by the target's number of training interactions."""
     seen = train_counts[targets]
-    return {"all": np.ones(len(targets), dtype=bool), "tail": seen <= tail_max, "cold": seen == 0}
+    masks = {"all": np.ones(len(targets), dtype=bool)}
+    masks.update({f"tail<={n}": seen <= n for n in tail_max})
+    masks["cold"] = seen == 0
+    return masks
 
 
-def slice_metrics(run_dir: Path, tail_max: int) -> dict[str, dict[str, float]]:
+def slice_metrics(run_dir: Path, tail_max: list[int]) -> dict[str, dict[str, float]]:
     """Test metrics of the run's chosen checkpoint on each slice (plus its row count)."""
     import hydra
 
@@ -117,40 +121,47 @@ def slice_metrics(run_dir: Path, tail_max: int) -> dict[str, dict[str, float]]:
     from train.inference.loading import load_recommender
 
     model, ctx = load_recommender(run_dir)
-    evaluator = hydra.utils.instantiate(ctx.cfg.eval)
+    evaluator = hydra.utils.instantiate(ctx.cfg.eval, ks=list(KS))
     _, targets = ctx.data.targets(TEST)
     results = {}
     for name, mask in slice_masks(ctx.data.item_popularity(), targets, tail_max).items():
         metrics = evaluate(model, ctx.data, TEST, evaluator, rows=mask) if mask.any() else {}
-        results[name] = {"rows": int(mask.sum()), **{k: v for k, v in metrics.items() if "@" in k}}
+        results[name] = {"rows": int(mask.sum()), **metrics}
     return results
 
 
 # --- report ------------------------------------------------------------------------------
 
+# Columns per slice: the whole split by NDCG/HR@10; rare targets also by HR@100 and MRR
+# (few of them reach the top 10 in a short run, so those show whether they move up at all).
+COLUMNS = {"all": ("ndcg@10", "hr@10"), "slice": ("ndcg@10", "hr@10", "hr@100", "mrr@100")}
 
-def _cell(metrics: dict[str, float], key: str) -> str:
-    return f"{metrics[key]:.4f}" if key in metrics else "-"
 
-
-def markdown_table(results: list[dict[str, Any]], budget: str, tail_max: int) -> str:
-    first = results[0]["slices"] if results else {}
-    rows = {name: first.get(name, {}).get("rows", 0) for name in ("all", "tail", "cold")}
+def markdown_table(results: list[dict[str, Any]], budget: str) -> str:
+    slices = results[0]["slices"] if results else {}
+    shown = [name for name, m in slices.items() if m.get("rows", 0) > 0]
+    header, cells = ["model", "features", "epochs", "train s"], []
+    for name in shown:
+        for metric in COLUMNS["all" if name == "all" else "slice"]:
+            header.append(f"{metric.upper()} {name}")
+    for r in results:
+        row = [r["family"], "yes" if r["features"] else "no", str(r["epochs"]), str(r["train_seconds"])]
+        for name in shown:
+            metrics = r["slices"].get(name, {})
+            for metric in COLUMNS["all" if name == "all" else "slice"]:
+                row.append(f"{metrics[metric]:.4f}" if metric in metrics else "-")
+        cells.append(row)
+    empty = [name for name, m in slices.items() if m.get("rows", 0) == 0]
     lines = [
         f"Test split, full ranking (known items removed). Budget per run: {budget}. "
-        f"Tail = targets with <= {tail_max} training interactions.",
+        "tail<=N: targets with at most N training interactions; cold: none"
+        + (f" (empty here: {', '.join(empty)})." if empty else ".")
+        + " Rows: " + ", ".join(f"{name} {slices[name]['rows']}" for name in shown) + ".",
         "",
-        f"| model | features | epochs | train s | NDCG@10 all (n={rows['all']}) | HR@10 all "
-        f"| NDCG@10 tail (n={rows['tail']}) | HR@10 tail | NDCG@10 cold (n={rows['cold']}) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in cells),
     ]
-    for r in results:
-        s = r["slices"]
-        lines.append(
-            f"| {r['family']} | {'yes' if r['features'] else 'no'} | {r['epochs']} | {r['train_seconds']} "
-            f"| {_cell(s['all'], 'ndcg@10')} | {_cell(s['all'], 'hr@10')} "
-            f"| {_cell(s['tail'], 'ndcg@10')} | {_cell(s['tail'], 'hr@10')} | {_cell(s['cold'], 'ndcg@10')} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -178,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
             print(json.dumps(results[-1]["slices"]["all"]), flush=True)
-    table = markdown_table(results, budget, args.tail_max)
+    table = markdown_table(results, budget)
     (out / "results.md").write_text(table)
     (out / "results.json").write_text(json.dumps({"budget": budget, "results": results}, indent=2) + "\n")
     print(table)

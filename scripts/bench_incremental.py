@@ -16,7 +16,8 @@ window):
 - ``update-frozen``: as ``update-all`` with the old user/item rows frozen;
 - ``retrain``: from scratch on all ``t < T+D`` (``--base-epochs``).
 
-Writes ``results.md`` (a Markdown table) and ``results.json`` to ``--out``.
+Writes ``results.md`` (a Markdown table) and ``results.json`` to ``--out``;
+``--prepare-only`` just writes the windows as CSV files for runs by hand.
 
     python scripts/bench_incremental.py --data ml-100k --root /path/to/movielens --model neumf --out outputs/bench_incremental/ml100k-neumf
     python scripts/bench_incremental.py --data synthetic --model sasrec --out outputs/bench_incremental/synthetic-sasrec
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic-users", type=int, default=1000)
     p.add_argument("--synthetic-items", type=int, default=500)
     p.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only write the windows as CSV files (<out>/windows/{base,update,all,eval}.csv)")
     p.add_argument("--out", type=Path, default=Path("outputs/bench_incremental"))
     return p.parse_args(argv)
 
@@ -108,6 +111,18 @@ def make_protocol(raw: pd.DataFrame, args: argparse.Namespace) -> TimeWindowProt
     return TimeWindowProtocol(raw, start=start, delta=args.delta_days * DAY)
 
 
+def write_windows(protocol: TimeWindowProtocol, folder: Path) -> dict[str, Path]:
+    """Plain windows (user, item, timestamp) for training runs by hand (docs/incremental.md)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {stage: protocol.training_rows(stage) for stage in ("base", "update", "all")}
+    tables["eval"] = protocol.rows(protocol.update_end, protocol.eval_end)
+    paths = {}
+    for stage, table in tables.items():
+        paths[stage] = folder / f"{stage}.csv"
+        table.to_csv(paths[stage], index=False)
+    return paths
+
+
 def write_stage(protocol: TimeWindowProtocol, stage: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stage}.csv"
@@ -135,12 +150,21 @@ def run_config(args: argparse.Namespace, protocol: TimeWindowProtocol, stage: st
     return cfg
 
 
-def timed_train(cfg: DictConfig) -> float:
+def timed_train(cfg: DictConfig) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one whole run: data, warm start,
+    fit, validation, test, artifacts. CPU time is the steadier number on a shared machine."""
     from train.run import train
 
-    started = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     train(cfg)
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def trained_steps(run_dir: Path) -> int:
+    """Optimiser steps of a finished run (its last checkpoint): a cost measure that, unlike
+    seconds on a shared machine, does not depend on what else is running."""
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return int(checkpoint["global_step"])
 
 
 def evaluate_run(protocol: TimeWindowProtocol, run_dir: Path, evaluator: Evaluator) -> dict[str, float]:
@@ -181,12 +205,14 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         run_dir = args.out / "runs" / variant
         cfg = run_config(args, protocol, stage, csv[stage], run_dir, *overrides)
         if variant == "stale":
-            seconds, metrics = 0.0, evaluate_stale(protocol, cfg, evaluator)
+            (seconds, cpu, steps), metrics = (0.0, 0.0, 0), evaluate_stale(protocol, cfg, evaluator)
         else:
-            seconds = timed_train(cfg)
+            seconds, cpu = timed_train(cfg)
+            steps = trained_steps(run_dir)
             metrics = evaluate_run(protocol, run_dir, evaluator) if variant != "base" else {}
         row = {"data": name, "model": args.model, "variant": variant, "trains_on": what, "epochs": epochs,
-               "seconds": round(seconds, 1), **{k: round(v, 4) for k, v in metrics.items()}}
+               "steps": steps, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+               **{k: round(v, 4) for k, v in metrics.items()}}
         print(row, flush=True)
         results.append(row)
     return [{**r, **facts} for r in results]
@@ -205,13 +231,13 @@ def window_facts(protocol: TimeWindowProtocol) -> dict[str, Any]:
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["| data | model | variant | trains on | epochs | wall s | NDCG@10 | HR@10 |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | model | variant | trains on | epochs | steps | wall s | CPU s | NDCG@10 | HR@10 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        ndcg, hr = r.get("ndcg@10"), r.get("hr@10")
+        ndcg, hr = (_metric(r.get(k)) for k in ("ndcg@10", "hr@10"))
         lines.append(
-            f"| {r['data']} | {r['model']} | {r['variant']} | {r['trains_on']} | {r['epochs']} | "
-            f"{r['seconds']:.1f} | {'-' if ndcg is None else f'{ndcg:.4f}'} | {'-' if hr is None else f'{hr:.4f}'} |"
+            f"| {r['data']} | {r['model']} | {r['variant']} | {r['trains_on']} | {r['epochs']} | {r['steps']} | "
+            f"{r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {ndcg} | {hr} |"
         )
     first = results[0]
     lines.append("")
@@ -223,9 +249,19 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _metric(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.prepare_only:
+        raw, name = raw_table(args)
+        protocol = make_protocol(raw, args)
+        paths = write_windows(protocol, args.out / "windows")
+        print(json.dumps({"data": name, **window_facts(protocol), **{k: str(v) for k, v in paths.items()}}, indent=1))
+        return []
     results = run_all(args)
     table = markdown(results)
     (args.out / "results.md").write_text(table)

@@ -8,6 +8,7 @@ import pytest
 from data_modules.alignment import IdMapError, align_data, align_ids
 from data_modules.interactions import TEST, TRAIN
 from data_modules.preprocessing import preprocess
+from train.inference import IdIndex
 
 
 def raw(rows: list[tuple]) -> pd.DataFrame:
@@ -51,6 +52,8 @@ def test_aligned_data_keeps_every_row_and_old_internal_ids() -> None:
     users, items = data.targets(TEST)
     assert list(zip(users.tolist(), items.tolist())) == [(3, 2)]
     assert data.histories(TRAIN).of(0).size == 0  # u1 has no new interactions
+    # Serving looks raw ids up in the aligned (unsorted) map.
+    assert IdIndex(data.user_ids, "user").to_internal(["u0", "u4", "u1", "zz"]).tolist() == [3, 4, 0, -1]
 
 
 def test_features_and_given_negatives_follow_their_ids() -> None:

@@ -27,6 +27,7 @@ def test_bench_runs_the_protocol_and_writes_a_table(tmp_path: Path) -> None:
     for row in results[1:]:
         assert 0.0 <= row["ndcg@10"] <= row["hr@10"] <= 1.0
     assert results[1]["seconds"] == 0.0 and results[2]["seconds"] > 0.0
+    assert results[1]["steps"] == 0 and results[2]["steps"] > 0
     # The update run's config points at the base run and records the warm start.
     config = (tmp_path / "runs" / "update-window" / "artifacts" / "config.yaml").read_text()
     assert f"init_from: {tmp_path / 'runs' / 'base'}" in config

@@ -83,6 +83,8 @@ def warm_start(model: nn.Module, data: InteractionData, cfg: DictConfig) -> nn.M
         return model
     options = cfg.get("init") or {}
     freeze = bool(options.get("freeze_old_rows", False))
+    if freeze:
+        _check_no_weight_decay(cfg)
     art = previous_run(init_from)
     _check_same_model(art, cfg, init_from)
     _check_aligned(art.data, data, init_from)
@@ -91,7 +93,6 @@ def warm_start(model: nn.Module, data: InteractionData, cfg: DictConfig) -> nn.M
     rows = grow_model(old, data.num_users, data.num_items, need_rows=freeze)
     model.load_state_dict(old.state_dict())
     if freeze:
-        _check_no_weight_decay(cfg)
         freeze_rows(model, rows)
     scale_learning_rate(cfg, float(options.get("lr_scale", 1.0)))
     log.info(
