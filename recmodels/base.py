@@ -33,6 +33,18 @@ class Recommender(nn.Module, ABC):
         raise NotImplementedError(f"{type(self).__name__} has no user representation")
 
 
+class PairwiseRecommender(Recommender):
+    """A model defined by ``forward(users, items) -> logits`` (NCF family).
+
+    Candidates are scored by that pairwise forward; ``score_all`` stays model-specific
+    because each model has its own way to avoid B x I network passes.
+    """
+
+    def score_candidates(self, context: Context, candidates: Tensor) -> Tensor:
+        users = context["user"].unsqueeze(1).expand_as(candidates)
+        return self(users, candidates)
+
+
 def history_mask(history: Tensor) -> Tensor:
     """True where a padded history holds a real item."""
     return history >= 0

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from recmodels.base import Context, Recommender
+from recmodels.base import Context, PairwiseRecommender
 from recmodels.feature_tensors import FeatureTensors, id_only
 from recmodels.item_encoder import ItemEncoder
 from recmodels.ncf import MLPTower
@@ -42,7 +42,7 @@ def _encoder(features: FeatureTensors | None, rows: int, dim: int, fusion: str, 
     return encoder
 
 
-class FeatureNeuMF(Recommender):
+class FeatureNeuMF(PairwiseRecommender):
     """NeuMF whose user and item vectors come from id + side-feature encoders."""
 
     def __init__(
@@ -78,10 +78,6 @@ class FeatureNeuMF(Recommender):
         gmf = (self.gmf_users(users) * w_gmf) @ self.gmf_items.table().T
         hidden = self.tower.all_items(self.mlp_users(users), self.mlp_items.table())
         return gmf + (hidden @ w_mlp.T).squeeze(-1) + self.out.bias
-
-    def score_candidates(self, context: Context, candidates: Tensor) -> Tensor:
-        users = context["user"].unsqueeze(1).expand_as(candidates)
-        return self.forward(users, candidates)
 
     def user_representation(self, context: Context) -> Tensor:
         users = context["user"]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from recmodels.base import Context, Recommender
+from recmodels.base import Context, PairwiseRecommender
 from recmodels.growth import RowMap, check_growth, grown_embedding, prefixed
 
 
@@ -38,7 +38,21 @@ def _grow_id_tables(model: "GMF | MLP", num_users: int, num_items: int) -> RowMa
     return {"user_emb.weight": users, "item_emb.weight": items}
 
 
-class GMF(Recommender):
+class _IdTables(PairwiseRecommender):
+    """A model with one user and one item embedding table (GMF, MLP)."""
+
+    user_emb: nn.Embedding
+    item_emb: nn.Embedding
+
+    def user_representation(self, context: Context) -> Tensor:
+        return self.user_emb(context["user"])
+
+    def grow(self, num_users: int, num_items: int) -> RowMap:
+        """Tables for ``num_users``/``num_items`` ids; new rows drawn like fresh ones."""
+        return _grow_id_tables(self, num_users, num_items)
+
+
+class GMF(_IdTables):
     """Generalised matrix factorisation: h^T (p_u * q_i)."""
 
     def __init__(self, num_users: int, num_items: int, embed_dim: int = 8) -> None:
@@ -57,17 +71,6 @@ class GMF(Recommender):
     def score_all(self, context: Context) -> Tensor:
         folded = self.user_emb(context["user"]) * self.out.weight  # [B, d]
         return folded @ self.item_emb.weight.T + self.out.bias
-
-    def score_candidates(self, context: Context, candidates: Tensor) -> Tensor:
-        users = context["user"].unsqueeze(1).expand_as(candidates)
-        return self.forward(users, candidates)
-
-    def user_representation(self, context: Context) -> Tensor:
-        return self.user_emb(context["user"])
-
-    def grow(self, num_users: int, num_items: int) -> RowMap:
-        """Tables for ``num_users``/``num_items`` ids; new rows drawn like fresh ones."""
-        return _grow_id_tables(self, num_users, num_items)
 
 
 class MLPTower(nn.Module):
@@ -94,7 +97,7 @@ class MLPTower(nn.Module):
         return self.rest(self.first_user(user_vec).unsqueeze(1) + item_part.unsqueeze(0))
 
 
-class MLP(Recommender):
+class MLP(_IdTables):
     """Multi-layer perceptron over concatenated user and item embeddings."""
 
     def __init__(
@@ -117,19 +120,8 @@ class MLP(Recommender):
         hidden = self.tower.all_items(self.user_emb(context["user"]), self.item_emb.weight)
         return self.out(hidden).squeeze(-1)
 
-    def score_candidates(self, context: Context, candidates: Tensor) -> Tensor:
-        users = context["user"].unsqueeze(1).expand_as(candidates)
-        return self.forward(users, candidates)
 
-    def user_representation(self, context: Context) -> Tensor:
-        return self.user_emb(context["user"])
-
-    def grow(self, num_users: int, num_items: int) -> RowMap:
-        """Tables for ``num_users``/``num_items`` ids; new rows drawn like fresh ones."""
-        return _grow_id_tables(self, num_users, num_items)
-
-
-class NeuMF(Recommender):
+class NeuMF(PairwiseRecommender):
     """GMF and MLP with separate embeddings, fused by one output layer."""
 
     def __init__(
@@ -158,10 +150,6 @@ class NeuMF(Recommender):
         gmf_part = (self.gmf.user_emb(users) * w_gmf) @ self.gmf.item_emb.weight.T
         mlp_hidden = self.mlp.tower.all_items(self.mlp.user_emb(users), self.mlp.item_emb.weight)
         return gmf_part + (mlp_hidden @ w_mlp.T).squeeze(-1) + self.out.bias
-
-    def score_candidates(self, context: Context, candidates: Tensor) -> Tensor:
-        users = context["user"].unsqueeze(1).expand_as(candidates)
-        return self.forward(users, candidates)
 
     def user_representation(self, context: Context) -> Tensor:
         users = context["user"]
