@@ -10,7 +10,6 @@ dot product with the same item vectors plus an optional per-item bias.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -18,13 +17,14 @@ from torch import Tensor, nn
 from recmodels.base import Context, Recommender
 from recmodels.feature_tensors import FeatureTensors
 from recmodels.item_encoder import ItemEncoder
+from recmodels.item_table import SharedItemTable
 from recmodels.sasrec import _check_encoder
 from recmodels.transformer import TransformerEncoder, embedding_scale, init_weights
 
 MASK = -2  # history value meaning "[MASK] token here"
 
 
-class BERT4Rec(Recommender):
+class BERT4Rec(SharedItemTable, Recommender):
     """Bidirectional transformer recommender; histories are left-padded with -1."""
 
     def __init__(
@@ -82,20 +82,6 @@ class BERT4Rec(Recommender):
             nn.init.normal_(self.mask_emb, std=0.02)
 
     # ----- item side -----
-    def item_embeddings(self, ids: Tensor) -> Tensor:
-        """Vectors of real items (ids in 0..num_items-1) [..., d]."""
-        return self.item_encoder(ids) if self.item_encoder is not None else self.item_emb(ids)
-
-    def item_table(self) -> Tensor:
-        """Output table [num_items, d] (padding and [MASK] rows excluded)."""
-        if self.item_encoder is not None:
-            return self.item_encoder.table()
-        return self.item_emb.weight[: self.num_items]
-
-    def output_items(self) -> Tensor | Callable[[Tensor], Tensor]:
-        """What the losses score against: the table itself, or a lookup with an encoder."""
-        return self.item_embeddings if self.item_encoder is not None else self.item_table()
-
     def _input_embeddings(self, history: Tensor) -> Tensor:
         is_mask = history == MASK
         if self.item_encoder is not None:

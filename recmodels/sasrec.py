@@ -12,7 +12,6 @@ fused attention kernel and makes attention about 2x slower.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -20,10 +19,11 @@ from torch import Tensor, nn
 from recmodels.base import Context, Recommender, to_embedding_index
 from recmodels.feature_tensors import FeatureTensors
 from recmodels.item_encoder import ItemEncoder
+from recmodels.item_table import SharedItemTable
 from recmodels.transformer import TransformerEncoder, embedding_scale, init_weights
 
 
-class SASRec(Recommender):
+class SASRec(SharedItemTable, Recommender):
     """Causal transformer recommender; histories are left-padded with -1."""
 
     def __init__(
@@ -65,20 +65,6 @@ class SASRec(Recommender):
         init_weights(self)
 
     # ----- item side -----
-    def item_embeddings(self, ids: Tensor) -> Tensor:
-        """Vectors of real items (ids in 0..num_items-1) [..., d]."""
-        return self.item_encoder(ids) if self.item_encoder is not None else self.item_emb(ids)
-
-    def item_table(self) -> Tensor:
-        """Output table [num_items, d] (padding row excluded; a view when no encoder)."""
-        if self.item_encoder is not None:
-            return self.item_encoder.table()
-        return self.item_emb.weight[: self.num_items]
-
-    def output_items(self) -> Tensor | Callable[[Tensor], Tensor]:
-        """What the losses score against: the table itself, or a lookup with an encoder."""
-        return self.item_embeddings if self.item_encoder is not None else self.item_table()
-
     def _input_embeddings(self, history: Tensor) -> Tensor:
         if self.item_encoder is not None:
             x = self.item_encoder(history.clamp_min(0))
