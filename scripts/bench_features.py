@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-ML1M = Path("/work/shared/data/sasrec")
 VARIANTS = {"sasrec": ("sasrec", "sasrec_features"), "neumf": ("neumf", "neumf_features")}
 # Settings shared by both variants of a family (SASRec as in conf/experiment/sasrec_ce_ml1m).
 FAMILY_OVERRIDES = {
@@ -47,9 +46,9 @@ KS = (10, 100)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ML1M / "ml-1m.txt"), help="sequence file, or 'synthetic'")
-    parser.add_argument("--items", default=str(ML1M / "ml-1m.items.tsv"), help="item features TSV")
-    parser.add_argument("--users", default=str(ML1M / "ml-1m.users.tsv"), help="user features TSV")
+    parser.add_argument("--data", required=True, help="sequence file (e.g. the SASRec ml-1m.txt), or 'synthetic'")
+    parser.add_argument("--items", default=None, help="item features TSV (e.g. ml-1m.items.tsv)")
+    parser.add_argument("--users", default=None, help="user features TSV (e.g. ml-1m.users.tsv)")
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--max-time", default="00:00:08:00", help="per-run trainer.max_time DD:HH:MM:SS ('none': no limit)")
     parser.add_argument("--max-epochs", type=int, default=200, help="per-run trainer.max_epochs")

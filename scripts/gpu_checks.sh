@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session: epoch speed of SASRec/BERT4Rec (bf16, SDPA), then the
+# One prepared GPU run: epoch speed of SASRec/BERT4Rec (bf16, SDPA), then the
 # published ML-1M tables, four trainings sharing the one GPU.
 # usage: scripts/gpu_checks.sh DATA_FILE OUT_DIR [MINUTES_PER_RUN]
 set -u
