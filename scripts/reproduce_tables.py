@@ -89,22 +89,17 @@ def launch(setting: Setting, args: argparse.Namespace, extra: list[str]) -> tupl
 def evaluate_other_protocol(run_dir: Path, eval_config: str) -> dict[str, float]:
     """The trained run's best checkpoint under another evaluation protocol."""
     import hydra
+    import torch
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    from train.builders import build_with_data
-    from train.checkpoints import load_weights
     from train.evaluation import evaluate
+    from train.inference.loading import load_recommender
 
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     with initialize_config_dir(config_dir=str(REPO / "conf" / "eval"), version_base="1.3"):
-        eval_cfg = compose(config_name=eval_config)
-    data = hydra.utils.instantiate(cfg.data)
-    model = build_with_data(cfg.model.net, data)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    load_weights(model, metrics["best_checkpoint"])
-    device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
-    result = evaluate(model, data, "test", hydra.utils.instantiate(eval_cfg), device=device)
+        evaluator = hydra.utils.instantiate(compose(config_name=eval_config))
+    model, context = load_recommender(run_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = evaluate(model, context.data, "test", evaluator, device=device)
     return {f"test/{k}": v for k, v in result.items()}
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from data_modules.interactions import Histories
 from recmodels.base import Context, Recommender
 from train.evaluation.batches import csr_gather
-from train.evaluation.evaluator import _mask_known
+from train.evaluation.evaluator import mask_known
 
 NO_ITEM = -1
 
@@ -24,7 +24,7 @@ def mask_pairs_(scores: Tensor, rows: Tensor, items: Tensor) -> Tensor:
     """Set ``scores[rows[j], items[j]] = -inf`` in place (rows index the batch), with the
     evaluator's own masking routine; ``scores`` must be a contiguous private copy."""
     if rows.numel():
-        _mask_known(scores, rows.to(scores.device), items.to(scores.device))
+        mask_known(scores, rows.to(scores.device), items.to(scores.device))
     return scores
 
 
