@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from concurrent.futures import ThreadPoolExecutor
 import math
 import subprocess
 import sys
@@ -124,6 +125,18 @@ def plan(args: argparse.Namespace) -> list[Run]:
                 directory = args.out / "runs" / model / curriculum / f"seed{seed}"
                 runs.append(Run(model, curriculum, seed, directory, overrides))
     return runs
+
+
+def execute_all(runs: Sequence[Run], force: bool, jobs: int) -> None:
+    """Run every training, ``jobs`` at a time; one seed's conditions run side by side.
+
+    Interleaving by seed keeps the machine's load the same for a baseline and the
+    curricula it is compared with (each run should use ``num_threads`` = cores / jobs).
+    """
+    ordered = sorted(runs, key=lambda r: (r.model, r.seed))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for _ in pool.map(lambda run: execute(run, force), ordered):
+            pass
 
 
 def execute(run: Run, force: bool) -> float | None:
@@ -283,11 +296,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--curriculum-overrides", nargs="*", default=[],
         help="overrides for curriculum runs only, e.g. curriculum.pacing.ramp_epochs=2",
     )
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run side by side (give each cores/jobs threads)")
     parser.add_argument("--force", action="store_true", help="rerun runs whose metrics.json exists")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
     return args
 
 
@@ -301,13 +317,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    for run in runs:
-        execute(run, args.force)
+    execute_all(runs, args.force, args.jobs)
     results = collect(runs)
     data = args.data or "synthetic " + " ".join(args.synthetic)
     budget = " ".join(budget_overrides(args))
     header = (
-        f"## Curriculum benchmark\n\ndata: {data}; budget: {budget}; seeds: {args.seeds}; "
+        f"## Curriculum benchmark\n\ndata: {data}; budget: {budget}; seeds: {args.seeds}; jobs side by side: {args.jobs}; "
         f"early stopping off; metric: {METRIC} (full ranking), checkpoint chosen on validation.\n"
         f"Time to baseline best: training seconds (validation excluded) until validation {METRIC} first "
         "reaches the best validation value of the same seed's baseline."

@@ -66,3 +66,13 @@ def test_budget_and_data_overrides() -> None:
     assert bench.data_overrides(args, "neumf") == ["data=ncf_split", "data.root=/n"]
     assert bench.data_overrides(args, "sasrec") == ["data=sequence_file", "data.path=/d/ml-1m.txt"]
     assert bench.mean_std([1.0, 3.0, None]) == "2.0000 ± 1.4142"
+
+
+def test_runs_interleave_seeds_so_compared_runs_share_the_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    args = bench.parse_args(["--out", str(tmp_path), "--models", "sasrec", "--curricula", "popularity", "--seeds", "2", "--jobs", "1"])
+    started: list[tuple[str, int]] = []
+    monkeypatch.setattr(bench, "execute", lambda run, force: started.append((run.curriculum, run.seed)))
+    bench.execute_all(bench.plan(args), force=False, jobs=args.jobs)
+    assert started == [("none", 0), ("popularity", 0), ("none", 1), ("popularity", 1)]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--jobs", "0"])
