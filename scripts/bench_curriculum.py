@@ -133,7 +133,8 @@ def execute_all(runs: Sequence[Run], force: bool, jobs: int) -> None:
     Interleaving by seed keeps the machine's load the same for a baseline and the
     curricula it is compared with (each run should use ``num_threads`` = cores / jobs).
     """
-    ordered = sorted(runs, key=lambda r: (r.model, r.seed))
+    models = list(dict.fromkeys(r.model for r in runs))  # the planned order of models
+    ordered = sorted(runs, key=lambda r: (models.index(r.model), r.seed))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for _ in pool.map(lambda run: execute(run, force), ordered):
             pass
