@@ -1,8 +1,10 @@
-"""The item side shared by SASRec and BERT4Rec: one table for inputs and outputs.
+"""The item side shared by SASRec and BERT4Rec: the item vectors that outputs score.
 
-Item vectors come from an id embedding (whose extra rows hold padding/[MASK]) or, with
-side features, from an :class:`~recmodels.item_encoder.ItemEncoder`; the losses and the
-scoring interface read them through these three methods either way.
+Output vectors are the input table (tied, the default: an id embedding whose extra rows
+hold padding/[MASK], or an :class:`~recmodels.item_encoder.ItemEncoder` with side
+features), or a separate ``output_emb`` table of real items when the model has one (as
+gSASRec's reference code does: it converges better there). The losses and the scoring
+interface read them through these three methods in every case.
 """
 from __future__ import annotations
 
@@ -14,22 +16,32 @@ from recmodels.item_encoder import ItemEncoder
 
 
 class SharedItemTable:
-    """Mixin for models with ``num_items``, ``item_emb`` and ``item_encoder`` attributes."""
+    """Mixin for models with ``num_items``, ``item_emb``, ``item_encoder`` and (optionally)
+    ``output_emb`` attributes."""
 
     num_items: int
     item_emb: nn.Embedding | None
     item_encoder: ItemEncoder | None
 
+    def _separate_output(self) -> nn.Embedding | None:
+        return getattr(self, "output_emb", None)  # a module attribute, absent when tied
+
     def item_embeddings(self, ids: Tensor) -> Tensor:
-        """Vectors of real items (ids in 0..num_items-1) [..., d]."""
+        """Output vectors of real items (ids in 0..num_items-1) [..., d]."""
+        if (separate := self._separate_output()) is not None:
+            return separate(ids)
         return self.item_encoder(ids) if self.item_encoder is not None else self.item_emb(ids)
 
     def item_table(self) -> Tensor:
         """Output table [num_items, d]: special rows excluded (a view without an encoder)."""
+        if (separate := self._separate_output()) is not None:
+            return separate.weight
         if self.item_encoder is not None:
             return self.item_encoder.table()
         return self.item_emb.weight[: self.num_items]
 
     def output_items(self) -> Tensor | Callable[[Tensor], Tensor]:
         """What the losses score against: the table itself, or a lookup with an encoder."""
-        return self.item_embeddings if self.item_encoder is not None else self.item_table()
+        if self.item_encoder is not None and self._separate_output() is None:
+            return self.item_embeddings
+        return self.item_table()

@@ -3,7 +3,8 @@
 Position ``t`` of the output summarises items ``0..t`` and is trained to predict item
 ``t+1``; scoring uses the last position. Input and output item vectors are shared (one
 table with an extra all-zero padding row at index ``num_items``), or come from an
-:class:`~recmodels.item_encoder.ItemEncoder` when side features are used.
+:class:`~recmodels.item_encoder.ItemEncoder` when side features are used;
+``tied_output=False`` scores against a separate output table instead (gSASRec's setting).
 
 Differences from the original code, on purpose: pre-LN blocks by default (``pre_ln``),
 queries/keys/values all read the normalised input, and attention-weight dropout is a
@@ -40,6 +41,7 @@ class SASRec(SharedItemTable, Recommender):
         attn_dropout: float = 0.0,
         item_features: FeatureTensors | None = None,
         fusion: str = "sum",
+        tied_output: bool = True,
     ) -> None:
         super().__init__()
         self.num_items = num_items
@@ -59,6 +61,8 @@ class SASRec(SharedItemTable, Recommender):
         else:
             self.item_encoder = None
             self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=self.pad_row)
+        # Separate output vectors, one row per real item (no padding row to score).
+        self.output_emb = None if tied_output else nn.Embedding(num_items, hidden)
         self.encoder = TransformerEncoder(
             hidden, num_blocks, num_heads, max_len, dropout, attn_dropout, pre_ln, causal=True
         )
@@ -103,8 +107,13 @@ class SASRec(SharedItemTable, Recommender):
         check_growth("item", self.num_items, num_items)
         rows = old_row_positions(self.num_items, num_items, num_special=1)
         self.item_emb = grown_embedding(self.item_emb, num_items + 1, rows, fresh_normal)
+        moved = {"item_emb.weight": rows}
+        if self.output_emb is not None:
+            outputs = torch.arange(self.num_items)
+            self.output_emb = grown_embedding(self.output_emb, num_items, outputs, fresh_normal)
+            moved["output_emb.weight"] = outputs
         self.num_items, self.pad_row = num_items, num_items
-        return {"item_emb.weight": rows}
+        return moved
 
 
 def _check_encoder(encoder: ItemEncoder, num_items: int, dim: int) -> None:

@@ -31,6 +31,7 @@ MODELS = {
     "mlp": lambda: MLP(USERS, ITEMS, embed_dim=4, layers=[8, 4]),
     "neumf": lambda: NeuMF(USERS, ITEMS, mf_dim=4, mlp_embed_dim=4, layers=[8, 4]),
     "sasrec": lambda: SASRec(ITEMS, hidden=8, num_blocks=1, num_heads=2, max_len=5, dropout=0.0),
+    "sasrec_untied": lambda: SASRec(ITEMS, hidden=8, num_blocks=1, num_heads=2, max_len=5, tied_output=False),
     "bert4rec": lambda: BERT4Rec(ITEMS, hidden=8, num_blocks=1, num_heads=2, max_len=5, dropout=0.0),
     "bert4rec_nobias": lambda: BERT4Rec(ITEMS, hidden=8, num_blocks=1, num_heads=2, max_len=5, output_bias=False),
 }

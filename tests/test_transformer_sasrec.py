@@ -136,3 +136,24 @@ def test_overfits_a_tiny_dataset(loss_name: str) -> None:
     targets = batch["targets"][:, 1:]
     accuracy = (predicted[:, 1:] == targets)[targets >= 0].float().mean().item()
     assert accuracy > 0.95
+
+
+def test_untied_output_scores_against_its_own_table_and_trains_both() -> None:
+    model = small_model(tied_output=False)
+    history = torch.tensor([[-1, 2, 3, 4], [5, 6, 7, 8]])
+    context = {"user": torch.arange(2), "history": history}
+    last = model(history)[:, -1]
+    # Independent expectation: dot products with the separate table, not the input one.
+    assert torch.allclose(model.score_all(context), last @ model.output_emb.weight.T, atol=1e-6)
+    assert not torch.allclose(model.score_all(context), last @ model.item_emb.weight[:NUM_ITEMS].T, atol=1e-3)
+    candidates = torch.tensor([[0, 9, 39], [1, 2, 3]])
+    assert torch.allclose(
+        model.score_candidates(context, candidates), model.score_all(context).gather(1, candidates), atol=1e-6
+    )
+    # Training reaches both tables: input rows seen in histories, output rows scored by the loss.
+    model.train()
+    batch = {"history": torch.tensor([[1, 2, 3]]), "targets": torch.tensor([[2, 3, 4]])}
+    sequence_loss(model, batch, make_loss("ce", NUM_ITEMS)).backward()
+    assert model.output_emb.weight.grad.abs().sum() > 0
+    assert model.item_emb.weight.grad[[1, 2, 3]].abs().sum() > 0
+    assert model.item_emb.weight.grad[[10, 20]].abs().sum() == 0  # never an input, and not an output
