@@ -39,7 +39,10 @@ VARIANTS = {"sasrec": ("sasrec", "sasrec_features"), "neumf": ("neumf", "neumf_f
 # Settings shared by both variants of a family (SASRec as in conf/experiment/sasrec_ce_ml1m).
 FAMILY_OVERRIDES = {
     "sasrec": ["model.net.hidden=64", "model.net.dropout=0.1", "model.task.loss.name=ce"],
-    "neumf": ["model.datamodule.batch_size=1024"],
+    "neumf": [
+        "model.datamodule.batch_size=1024", "model.net.mf_dim=8", "model.net.mlp_embed_dim=32",
+        "model.net.layers=[64,32,16,8]",
+    ],
 }
 KS = (10, 100)
 

@@ -100,7 +100,7 @@ def test_a_checkpoint_of_another_model_is_refused(base_runs, tmp_path: Path) -> 
 
 def test_another_model_configuration_is_named(base_runs, tmp_path: Path) -> None:
     cfg = update_config(tmp_path, "neumf", base_runs["neumf"], "model.net.mf_dim=16")
-    with pytest.raises(CheckpointError, match=r"does not fit.*model\.net\.mf_dim: 8 -> 16"):
+    with pytest.raises(CheckpointError, match=r"does not fit.*model\.net\.mf_dim: 32 -> 16"):
         train(cfg)
 
 
