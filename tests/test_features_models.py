@@ -37,7 +37,7 @@ def context(data) -> dict[str, torch.Tensor]:
 
 def test_neumf_features_gets_item_and_user_tensors(setup, tmp_path) -> None:
     _, data = setup
-    model = build(tmp_path, data, "neumf_features")
+    model = build(tmp_path, data, "neumf_features", "model.net.mf_dim=8", "model.net.mlp_embed_dim=32")
     assert isinstance(model, FeatureNeuMF)
     assert model.gmf_items.feature_names == ["genres"] and model.gmf_items.numeric_dim == 1  # year
     assert model.mlp_users.feature_names == ["age", "gender"]
