@@ -10,7 +10,7 @@
 set -u
 DATA=$1; RESULTS=$2; MINUTES=${3:-3.3}
 SETTINGS=${4:-sasrec_bce,sasrec_ce,bert4rec,bert4rec_pop,gsasrec}
-mkdir -p "$RESULTS/work"
+mkdir -p "$RESULTS/tables"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RESULTS/gpu.txt" 2>&1
 python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)" >> "$RESULTS/gpu.txt"
 # Build the data cache once so the parallel runs only read it.
@@ -26,11 +26,11 @@ timeout 60 python3 scripts/bench_sequence_step.py --epoch --models sasrec bert4r
 ) &
 ZERO=$!
 PARALLEL=$(echo "$SETTINGS" | tr ',' '\n' | grep -vc _pop); [ "$PARALLEL" -ge 1 ] || PARALLEL=1
-OMP_NUM_THREADS=3 python3 scripts/reproduce_tables.py --data "$DATA" --out "$RESULTS/work" --settings "$SETTINGS" \
+OMP_NUM_THREADS=3 python3 scripts/reproduce_tables.py --data "$DATA" --out "$RESULTS/tables" --settings "$SETTINGS" \
   --max-minutes "$MINUTES" --parallel "$PARALLEL" -- trainer.accelerator=gpu trainer.precision=bf16-mixed \
   > "$RESULTS/reproduce.log" 2>&1
 wait $ZERO
-cp "$RESULTS/work/results.md" "$RESULTS/results.md" 2>/dev/null
-tar czf "$RESULTS/runs.tgz" -C "$RESULTS/work" --exclude='*.ckpt' --exclude='checkpoints' . 2>/dev/null
-rm -rf "$RESULTS/work"
+cp "$RESULTS/tables/results.md" "$RESULTS/results.md" 2>/dev/null
+tar czf "$RESULTS/runs.tgz" -C "$RESULTS/tables" --exclude='*.ckpt' --exclude='checkpoints' . 2>/dev/null
+rm -rf "$RESULTS/tables"
 cat "$RESULTS/results.md" "$RESULTS/speed.txt" "$RESULTS/zero2_mid.md" "$RESULTS/zero3_xl.md" 2>/dev/null
