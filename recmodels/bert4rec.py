@@ -10,7 +10,6 @@ dot product with the same item vectors plus an optional per-item bias.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 

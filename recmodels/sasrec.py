@@ -13,7 +13,6 @@ fused attention kernel and makes attention about 2x slower.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 

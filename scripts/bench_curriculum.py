@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from concurrent.futures import ThreadPoolExecutor
 import math
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,8 +136,7 @@ def execute_all(runs: Sequence[Run], force: bool, jobs: int) -> None:
     models = list(dict.fromkeys(r.model for r in runs))  # the planned order of models
     ordered = sorted(runs, key=lambda r: (models.index(r.model), r.seed))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for _ in pool.map(lambda run: execute(run, force), ordered):
-            pass
+        list(pool.map(lambda run: execute(run, force), ordered))  # re-raises a failed run
 
 
 def execute(run: Run, force: bool) -> float | None:
