@@ -51,6 +51,14 @@ class _IdTables(PairwiseRecommender):
         """Tables for ``num_users``/``num_items`` ids; new rows drawn like fresh ones."""
         return _grow_id_tables(self, num_users, num_items)
 
+    def embedding_penalty(self, users: Tensor, items: Tensor) -> Tensor:
+        """Mean squared norm of the user and item rows this batch looks up.
+
+        Penalising only the rows in use pulls each row towards zero in proportion to
+        how often it is trained, the usual L2 for sparse embedding tables.
+        """
+        return (self.user_emb(users).pow(2).sum(-1) + self.item_emb(items).pow(2).sum(-1)).mean()
+
 
 class GMF(_IdTables):
     """Generalised matrix factorisation: h^T (p_u * q_i)."""
@@ -154,6 +162,10 @@ class NeuMF(PairwiseRecommender):
     def user_representation(self, context: Context) -> Tensor:
         users = context["user"]
         return torch.cat([self.gmf.user_emb(users), self.mlp.user_emb(users)], dim=-1)
+
+    def embedding_penalty(self, users: Tensor, items: Tensor) -> Tensor:
+        """Both branches' looked-up rows (see :meth:`GMF.embedding_penalty`)."""
+        return self.gmf.embedding_penalty(users, items) + self.mlp.embedding_penalty(users, items)
 
     def grow(self, num_users: int, num_items: int) -> RowMap:
         """Grow both branches' tables; the fused output layer does not depend on ids."""
