@@ -1,0 +1,88 @@
+"""Validation and test metrics of every checkpoint a finished run kept.
+
+Some papers report the test score of the epoch that is best *on test* (NCF's published
+code does). This prints each kept checkpoint's validation and test metrics, so a run can
+be set against such figures next to the honest one: the checkpoint chosen on validation.
+Choose on the validation column only; the test column is for comparison.
+
+    python -m train experiment=ncf_ml1m data.root=DIR callbacks.model_checkpoint.save_top_k=-1
+    python scripts/checkpoint_curve.py RUN_DIR --select val/ndcg@10 --report hr@10 ndcg@10
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.artifacts import load_run_artifacts  # noqa: E402
+from train.builders import build_with_data  # noqa: E402
+from train.checkpoints import load_weights  # noqa: E402
+from train.evaluation import evaluate  # noqa: E402
+
+EPOCH = re.compile(r"epoch(\d+)")
+
+
+def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, file) for each checkpoint whose name carries its epoch, oldest first."""
+    found = [(int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("*.ckpt") if (m := EPOCH.search(p.stem))]
+    if not found:
+        raise SystemExit(
+            f"no per-epoch checkpoints in {run_dir / 'checkpoints'}; train with "
+            "callbacks.model_checkpoint.save_top_k=-1 to keep one per validation"
+        )
+    return sorted(found)
+
+
+def curve(run_dir: Path, metrics: list[str]) -> list[dict[str, float]]:
+    """One row per checkpoint: epoch plus ``val/<m>`` and ``test/<m>`` for each metric."""
+    art = load_run_artifacts(run_dir)
+    model = build_with_data(art.cfg.model.net, art.data)
+    evaluator = hydra.utils.instantiate(art.cfg.eval)
+    rows = []
+    for epoch, ckpt in epoch_checkpoints(art.run_dir):
+        load_weights(model, ckpt)
+        row: dict[str, float] = {"epoch": epoch}
+        for split in ("val", "test"):
+            scores = evaluate(model, art.data, split, evaluator)
+            row.update({f"{split}/{m}": scores[m] for m in metrics})
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict[str, float]], select: str) -> str:
+    """Markdown table, then the validation choice and the test-chosen (optimistic) row."""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(f"{r[k]:.4f}" if k != "epoch" else str(r[k]) for k in keys) + " |" for r in rows]
+    chosen = max(rows, key=lambda r: r[select])
+    test_key = "test/" + select.split("/", 1)[1]
+    peeked = max(rows, key=lambda r: r[test_key])
+    report = [k for k in keys if k.startswith("test/")]
+    fmt = lambda r: ", ".join(f"{k} {r[k]:.4f}" for k in report)  # noqa: E731
+    lines += ["", f"chosen on {select}: epoch {chosen['epoch']}: {fmt(chosen)}",
+              f"best epoch on {test_key} (optimistic, for comparison only): epoch {peeked['epoch']}: {fmt(peeked)}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a finished `python -m train` run directory")
+    parser.add_argument("--select", default="val/ndcg@10", help="validation metric that picks the checkpoint")
+    parser.add_argument("--report", nargs="+", default=["hr@10", "ndcg@10"], help="metrics per split")
+    parser.add_argument("--threads", type=int, default=1)
+    opts = parser.parse_args()
+    if not opts.select.startswith("val/"):
+        raise SystemExit(f"--select must be a validation metric (val/...), got {opts.select}")
+    torch.set_num_threads(opts.threads)
+    metrics = list(dict.fromkeys([*opts.report, opts.select.split("/", 1)[1]]))
+    print(table(curve(opts.run_dir, metrics), opts.select))
+
+
+if __name__ == "__main__":
+    main()
