@@ -27,4 +27,6 @@ def test_optuna_sweep_picks_the_best_validation_run(tmp_path: Path) -> None:
     runs = [json.loads((tmp_path / str(i) / "metrics.json").read_text()) for i in range(2)]
     best = max(runs, key=lambda m: m["val/ndcg@10"])
     assert result["best_value"] == pytest.approx(best["val/ndcg@10"], abs=1e-6)
-    assert set(result["best_params"]) == {"model.task.optimizer.lr", "model.datamodule.num_negatives", "model.net.mf_dim"}
+    assert set(result["best_params"]) == {
+        "model.task.optimizer.lr", "model.datamodule.num_negatives", "model.net.mf_dim", "model.task.embedding_l2",
+    }
