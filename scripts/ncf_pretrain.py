@@ -5,11 +5,15 @@ NeuMF from scratch, GMF, MLP, then NeuMF initialised from the GMF and MLP checkp
 prints one Markdown table (HR@10/NDCG@10 with the 99 given negatives, epochs, time).
 
     python scripts/ncf_pretrain.py --root DIR_WITH_ml-1m.train.rating --out outputs/ncf
+
+Overrides after the options go to every stage; ``--gmf-args``/``--mlp-args`` only to that
+stage (e.g. ``--gmf-args "model.task.embedding_l2=1e-4"``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -43,11 +47,16 @@ def main() -> None:
     parser.add_argument("--root", required=True, help="folder with ml-1m.train.rating/.test.rating/.test.negative")
     parser.add_argument("--out", type=Path, default=Path("outputs/ncf"))
     parser.add_argument("--skip-scratch", action="store_true", help="only the pre-trained variant")
+    parser.add_argument("--gmf-args", default="", help="overrides for the GMF stage only")
+    parser.add_argument("--mlp-args", default="", help="overrides for the MLP stage only")
     opts, extra = parser.parse_known_args()
     data = [f"data.root={Path(opts.root).resolve()}", *extra]
     base = ["experiment=ncf_ml1m", *data]
     # The three independent trainings run side by side (one thread each).
-    jobs = {"GMF": start("gmf", opts.out, [*base, "model=gmf"]), "MLP": start("mlp", opts.out, [*base, "model=mlp"])}
+    jobs = {
+        "GMF": start("gmf", opts.out, [*base, "model=gmf", *shlex.split(opts.gmf_args)]),
+        "MLP": start("mlp", opts.out, [*base, "model=mlp", *shlex.split(opts.mlp_args)]),
+    }
     if not opts.skip_scratch:
         jobs["NeuMF"] = start("neumf", opts.out, base)
     results = {name: finish(job) for name, job in jobs.items()}
