@@ -35,7 +35,7 @@ def test_runs_every_stage_and_feeds_the_checkpoints_to_neumf(tmp_path: Path) -> 
     root, out = write_split(tmp_path / "ncf"), tmp_path / "out"
     cmd = [
         sys.executable, "scripts/ncf_pretrain.py", "--root", str(root), "--out", str(out),
-        "--gmf-args", "model.task.embedding_l2=0.001", "trainer.max_epochs=1", "num_threads=1",
+        "--gmf-args", "model.task.embedding_l2=0.01", "trainer.max_epochs=1", "num_threads=1",
         f"data.cache_dir={tmp_path / 'cache'}", "model.datamodule.batch_size=64",
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -46,9 +46,10 @@ def test_runs_every_stage_and_feeds_the_checkpoints_to_neumf(tmp_path: Path) -> 
     def config(stage: str) -> dict:
         return yaml.safe_load((out / stage / ".hydra" / "config.yaml").read_text())
 
-    assert config("gmf")["model"]["task"]["embedding_l2"] == 0.001  # a GMF-only override
-    assert config("mlp")["model"]["task"]["embedding_l2"] == 0.0
+    assert config("gmf")["model"]["task"]["embedding_l2"] == 0.01  # a GMF-only override
+    assert config("mlp")["model"]["task"]["embedding_l2"] == 0.001  # the experiment's
     pretrained = config("neumf_pretrained")
+    assert pretrained["model"]["task"]["embedding_l2"] == 0.0  # the paper's plain fine-tuning
     assert Path(pretrained["gmf_ckpt"]).parent == out / "gmf" / "checkpoints"
     assert Path(pretrained["mlp_ckpt"]).parent == out / "mlp" / "checkpoints"
     assert pretrained["model"]["task"]["optimizer"]["_target_"] == "torch.optim.SGD"
