@@ -20,10 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.artifacts import load_run_artifacts  # noqa: E402
-from train.builders import build_with_data  # noqa: E402
 from train.checkpoints import load_weights  # noqa: E402
 from train.evaluation import evaluate  # noqa: E402
+from train.inference import load_recommender  # noqa: E402
 
 EPOCH = re.compile(r"epoch(\d+)")
 
@@ -41,15 +40,14 @@ def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def curve(run_dir: Path, metrics: list[str]) -> list[dict[str, float]]:
     """One row per checkpoint: epoch plus ``val/<m>`` and ``test/<m>`` for each metric."""
-    art = load_run_artifacts(run_dir)
-    model = build_with_data(art.cfg.model.net, art.data)
-    evaluator = hydra.utils.instantiate(art.cfg.eval)
+    model, run = load_recommender(run_dir)
+    evaluator = hydra.utils.instantiate(run.cfg.eval)
     rows = []
-    for epoch, ckpt in epoch_checkpoints(art.run_dir):
+    for epoch, ckpt in epoch_checkpoints(run.run_dir):
         load_weights(model, ckpt)
         row: dict[str, float] = {"epoch": epoch}
         for split in ("val", "test"):
-            scores = evaluate(model, art.data, split, evaluator)
+            scores = evaluate(model, run.data, split, evaluator)
             row.update({f"{split}/{m}": scores[m] for m in metrics})
         rows.append(row)
     return rows
@@ -64,9 +62,12 @@ def table(rows: list[dict[str, float]], select: str) -> str:
     test_key = "test/" + select.split("/", 1)[1]
     peeked = max(rows, key=lambda r: r[test_key])
     report = [k for k in keys if k.startswith("test/")]
-    fmt = lambda r: ", ".join(f"{k} {r[k]:.4f}" for k in report)  # noqa: E731
-    lines += ["", f"chosen on {select}: epoch {chosen['epoch']}: {fmt(chosen)}",
-              f"best epoch on {test_key} (optimistic, for comparison only): epoch {peeked['epoch']}: {fmt(peeked)}"]
+
+    def scores(row: dict[str, float]) -> str:
+        return ", ".join(f"{k} {row[k]:.4f}" for k in report)
+
+    lines += ["", f"chosen on {select}: epoch {chosen['epoch']}: {scores(chosen)}",
+              f"best epoch on {test_key} (optimistic, for comparison only): epoch {peeked['epoch']}: {scores(peeked)}"]
     return "\n".join(lines)
 
 

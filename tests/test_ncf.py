@@ -5,6 +5,9 @@ import pytest
 import torch
 
 from recmodels.ncf import GMF, MLP, NeuMF
+from recmodels.pop import MostPopular
+from train.evaluation import Evaluator
+from train.tasks import PointwiseTask
 
 NUM_USERS, NUM_ITEMS = 7, 13
 
@@ -50,9 +53,6 @@ def test_neumf_pretrained_init_blends_both_models() -> None:
 
 @pytest.mark.parametrize("make", [lambda: GMF(NUM_USERS, NUM_ITEMS, 4), lambda: NeuMF(NUM_USERS, NUM_ITEMS, 4, 6, [12, 8, 4])])
 def test_embedding_l2_penalises_only_the_rows_a_batch_uses(make) -> None:
-    from train.evaluation import Evaluator
-    from train.tasks import PointwiseTask
-
     model = make()
     _randomise(model)
     task = PointwiseTask(model, Evaluator(protocol="full", ks=(5,), metrics=("ndcg",)), embedding_l2=0.1)
@@ -75,10 +75,6 @@ def test_embedding_l2_penalises_only_the_rows_a_batch_uses(make) -> None:
 
 
 def test_embedding_l2_rejects_bad_values_and_models_without_a_penalty() -> None:
-    from recmodels.pop import MostPopular
-    from train.evaluation import Evaluator
-    from train.tasks import PointwiseTask
-
     evaluator = Evaluator(protocol="full", ks=(5,), metrics=("ndcg",))
     with pytest.raises(ValueError, match="embedding_l2 must be >= 0"):
         PointwiseTask(GMF(NUM_USERS, NUM_ITEMS, 4), evaluator, embedding_l2=-1.0)
