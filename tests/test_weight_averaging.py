@@ -74,3 +74,20 @@ def test_validation_and_test_score_the_averaged_weights(averaged_run: Path) -> N
 def test_decay_outside_zero_one_is_refused_with_the_fix(decay: float) -> None:
     with pytest.raises(ValueError, match=r"weight_averaging.decay must be in \[0, 1\)"):
         EpochEMA(decay)
+
+
+def test_resuming_a_fit_restores_the_average_and_the_raw_weights(averaged_run: Path, tmp_path: Path) -> None:
+    last = torch.load(averaged_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    cfg = tiny_config(
+        tmp_path, "model=gmf", "callbacks=averaged", f"callbacks.weight_averaging.decay={DECAY}",
+        "trainer.max_epochs=5", "model.datamodule.batch_size=64", "model.task.optimizer.lr=0.0002",
+        "callbacks.model_checkpoint.save_top_k=-1", "callbacks.early_stopping.patience=10",
+        f"ckpt_path={averaged_run / 'checkpoints' / 'last.ckpt'}",
+    )
+    train(cfg)
+    resumed = torch.load(tmp_path / "checkpoints" / "best-epoch004.ckpt", map_location="cpu", weights_only=False)
+    raw = resumed["current_model_state"]
+    # One more epoch folds the new raw weights into the restored average.
+    for name, value in raw.items():
+        expected = DECAY * last["state_dict"][name] + (1 - DECAY) * value
+        torch.testing.assert_close(resumed["state_dict"][name], expected, msg=name)
