@@ -57,11 +57,12 @@ def test_popularity_baseline_ranks_by_training_counts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "override, message",
-    [("monitor=test/ndcg@10", "validation metric"), ("monitor=val/ndcg@50", "eval.ks"), ("trainer.max_epochs=0", "max_epochs")],
+    [("monitor=test/ndcg@10", "validation metric"), ("monitor=val/ndcg@50", "eval.ks"), ("trainer.max_epochs=0", "max_epochs"),
+     ("callbacks=averaged trainer=deepspeed_zero2", "callbacks=averaged does not work with DeepSpeed")],
 )
 def test_bad_config_values_fail_fast(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        check_config(tiny_config(tmp_path, override))
+        check_config(tiny_config(tmp_path, *override.split()))
 
 
 def test_cli_rejects_unknown_model(tmp_path: Path) -> None:

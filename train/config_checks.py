@@ -23,3 +23,16 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg.trainer.get(key)
         if value is not None and value != -1 and value < 1:
             raise ConfigError(f"trainer.{key}={value} must be >= 1 (or -1 for no limit)")
+    _check_weight_averaging(cfg)
+
+
+def _check_weight_averaging(cfg: DictConfig) -> None:
+    """The averaged copy is a whole model: DeepSpeed partitions and saves weights its own way."""
+    averaging = (cfg.get("callbacks") or {}).get("weight_averaging")
+    strategy = cfg.trainer.get("strategy")
+    target = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+    if averaging and "deepspeed" in target.lower():
+        raise ConfigError(
+            "callbacks=averaged does not work with DeepSpeed strategies (the average is a whole, "
+            "unpartitioned copy of the model); use callbacks=default, or trainer=ddp for averaging"
+        )
