@@ -7,6 +7,10 @@ Choose on the validation column only; the test column is for comparison.
 
     python -m train experiment=ncf_ml1m data.root=DIR callbacks.model_checkpoint.save_top_k=-1
     python scripts/checkpoint_curve.py RUN_DIR --select val/ndcg@10 --report hr@10 ndcg@10
+
+``--average DECAY`` scores, at each epoch, the exponential moving average of the kept
+checkpoints up to it instead (what ``callbacks=averaged`` with that decay would have
+validated and tested, had the run been stopped at the same epoch).
 """
 from __future__ import annotations
 
@@ -38,19 +42,33 @@ def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def curve(run_dir: Path, metrics: list[str]) -> list[dict[str, float]]:
-    """One row per checkpoint: epoch plus ``val/<m>`` and ``test/<m>`` for each metric."""
+def curve(run_dir: Path, metrics: list[str], average: float | None = None) -> list[dict[str, float]]:
+    """One row per checkpoint: epoch plus ``val/<m>`` and ``test/<m>`` for each metric.
+
+    With ``average``, each row scores the EMA (that decay) of the checkpoints so far.
+    """
     model, run = load_recommender(run_dir)
     evaluator = hydra.utils.instantiate(run.cfg.eval)
     rows = []
+    ema: dict[str, torch.Tensor] | None = None
     for epoch, ckpt in epoch_checkpoints(run.run_dir):
         load_weights(model, ckpt)
+        if average is not None:
+            ema = _fold(ema, model.state_dict(), average)
+            model.load_state_dict(ema)
         row: dict[str, float] = {"epoch": epoch}
         for split in ("val", "test"):
             scores = evaluate(model, run.data, split, evaluator)
             row.update({f"{split}/{m}": scores[m] for m in metrics})
         rows.append(row)
     return rows
+
+
+def _fold(ema: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor], decay: float) -> dict[str, torch.Tensor]:
+    """``decay * ema + (1 - decay) * state`` for floating tensors; the first state starts it."""
+    if ema is None:
+        return {k: v.clone() for k, v in state.items()}
+    return {k: decay * ema[k] + (1 - decay) * v if v.is_floating_point() else v for k, v in state.items()}
 
 
 def table(rows: list[dict[str, float]], select: str) -> str:
@@ -76,13 +94,17 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a finished `python -m train` run directory")
     parser.add_argument("--select", default="val/ndcg@10", help="validation metric that picks the checkpoint")
     parser.add_argument("--report", nargs="+", default=["hr@10", "ndcg@10"], help="metrics per split")
+    parser.add_argument("--average", type=float, metavar="DECAY",
+                        help="score the moving average of the checkpoints so far (e.g. 0.7)")
     parser.add_argument("--threads", type=int, default=1)
     opts = parser.parse_args()
     if not opts.select.startswith("val/"):
         raise SystemExit(f"--select must be a validation metric (val/...), got {opts.select}")
+    if opts.average is not None and not 0.0 <= opts.average < 1.0:
+        raise SystemExit(f"--average must be in [0, 1), got {opts.average}")
     torch.set_num_threads(opts.threads)
     metrics = list(dict.fromkeys([*opts.report, opts.select.split("/", 1)[1]]))
-    print(table(curve(opts.run_dir, metrics), opts.select))
+    print(table(curve(opts.run_dir, metrics, opts.average), opts.select))
 
 
 if __name__ == "__main__":

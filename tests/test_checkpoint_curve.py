@@ -43,3 +43,21 @@ def test_runs_without_per_epoch_checkpoints_get_told_how_to_keep_them(tmp_path: 
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     with pytest.raises(SystemExit, match="save_top_k=-1"):
         _script().epoch_checkpoints(tmp_path)
+
+
+def test_averaged_curve_matches_a_run_that_averaged_while_training(tmp_path: Path) -> None:
+    common = ["model=gmf", "trainer.max_epochs=4", "model.datamodule.batch_size=64",
+              "model.task.optimizer.lr=0.0002", "callbacks.early_stopping.patience=10"]
+    raw_dir, averaged_dir = tmp_path / "raw", tmp_path / "averaged"
+    train(tiny_config(raw_dir, *common, "callbacks.model_checkpoint.save_top_k=-1"))
+    train(tiny_config(averaged_dir, *common, "callbacks=averaged", "callbacks.weight_averaging.decay=0.7"))
+    # Averaging never changes training, so averaging the raw run's checkpoints afterwards
+    # must reproduce what the averaging run validated and tested.
+    rows = _script().curve(raw_dir, ["hr@10", "ndcg@10"], average=0.7)
+    chosen = max(rows, key=lambda r: r["val/ndcg@10"])
+    saved = json.loads((averaged_dir / "metrics.json").read_text())
+    assert f"epoch{chosen['epoch']:03d}" in saved["best_checkpoint"]
+    assert chosen["val/ndcg@10"] == pytest.approx(saved["val/ndcg@10"], abs=1e-5)
+    assert chosen["test/ndcg@10"] == pytest.approx(saved["test/ndcg@10"], abs=1e-5)
+    plain = _script().curve(raw_dir, ["ndcg@10"])
+    assert plain[-1]["val/ndcg@10"] != pytest.approx(rows[-1]["val/ndcg@10"], abs=1e-6)
