@@ -21,6 +21,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,26 +50,20 @@ def curve(run_dir: Path, metrics: list[str], average: float | None = None) -> li
     """
     model, run = load_recommender(run_dir)
     evaluator = hydra.utils.instantiate(run.cfg.eval)
+    # The same torch EMA that callbacks=averaged applies while training.
+    averaged = None if average is None else AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(average))
     rows = []
-    ema: dict[str, torch.Tensor] | None = None
     for epoch, ckpt in epoch_checkpoints(run.run_dir):
         load_weights(model, ckpt)
-        if average is not None:
-            ema = _fold(ema, model.state_dict(), average)
-            model.load_state_dict(ema)
+        if averaged is not None:
+            averaged.update_parameters(model)
+        scored = model if averaged is None else averaged.module
         row: dict[str, float] = {"epoch": epoch}
         for split in ("val", "test"):
-            scores = evaluate(model, run.data, split, evaluator)
+            scores = evaluate(scored, run.data, split, evaluator)
             row.update({f"{split}/{m}": scores[m] for m in metrics})
         rows.append(row)
     return rows
-
-
-def _fold(ema: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor], decay: float) -> dict[str, torch.Tensor]:
-    """``decay * ema + (1 - decay) * state`` for floating tensors; the first state starts it."""
-    if ema is None:
-        return {k: v.clone() for k, v in state.items()}
-    return {k: decay * ema[k] + (1 - decay) * v if v.is_floating_point() else v for k, v in state.items()}
 
 
 def table(rows: list[dict[str, float]], select: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.helpers import tiny_config
-from train.checkpoints import load_weights
+from train.checkpoints import load_checkpoint, load_weights, model_state
 from train.evaluation import evaluate
 from train.inference import load_recommender
 from train.run import train
@@ -20,7 +20,7 @@ DECAY = 0.5
 
 def _checkpoints(run_dir: Path) -> list[dict]:
     files = sorted((run_dir / "checkpoints").glob("best-epoch*.ckpt"))
-    return [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+    return [load_checkpoint(f) for f in files]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_validation_and_test_score_the_averaged_weights(averaged_run: Path) -> N
     evaluator = hydra.utils.instantiate(run.cfg.eval)
     for ckpt in _checkpoints(averaged_run):
         monitored = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
-        model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
+        model.load_state_dict(model_state(ckpt))
         # The epoch's own validation already saw that epoch's average (no off-by-one).
         assert evaluate(model, run.data, "val", evaluator)["ndcg@10"] == pytest.approx(
             float(monitored["current_score"]), abs=1e-6)
@@ -64,8 +64,8 @@ def test_validation_and_test_score_the_averaged_weights(averaged_run: Path) -> N
     load_weights(model, saved["best_checkpoint"])
     averaged = evaluate(model, run.data, "test", evaluator)
     assert averaged["ndcg@10"] == pytest.approx(saved["test/ndcg@10"], abs=1e-6)
-    raw = torch.load(saved["best_checkpoint"], map_location="cpu", weights_only=False)["current_model_state"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in raw.items()})
+    raw = load_checkpoint(saved["best_checkpoint"])["current_model_state"]
+    model.load_state_dict(model_state(raw))
     # The raw weights score differently, so the run's test did load the average.
     assert evaluate(model, run.data, "test", evaluator)["ndcg@10"] != pytest.approx(averaged["ndcg@10"], abs=1e-6)
 
@@ -77,7 +77,7 @@ def test_decay_outside_zero_one_is_refused_with_the_fix(decay: float) -> None:
 
 
 def test_resuming_a_fit_restores_the_average_and_the_raw_weights(averaged_run: Path, tmp_path: Path) -> None:
-    last = torch.load(averaged_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = load_checkpoint(averaged_run / "checkpoints" / "last.ckpt")
     cfg = tiny_config(
         tmp_path, "model=gmf", "callbacks=averaged", f"callbacks.weight_averaging.decay={DECAY}",
         "trainer.max_epochs=5", "model.datamodule.batch_size=64", "model.task.optimizer.lr=0.0002",
@@ -85,7 +85,7 @@ def test_resuming_a_fit_restores_the_average_and_the_raw_weights(averaged_run: P
         f"ckpt_path={averaged_run / 'checkpoints' / 'last.ckpt'}",
     )
     train(cfg)
-    resumed = torch.load(tmp_path / "checkpoints" / "best-epoch004.ckpt", map_location="cpu", weights_only=False)
+    resumed = load_checkpoint(tmp_path / "checkpoints" / "best-epoch004.ckpt")
     raw = resumed["current_model_state"]
     # One more epoch folds the new raw weights into the restored average.
     for name, value in raw.items():

@@ -31,7 +31,7 @@ def _check_weight_averaging(cfg: DictConfig) -> None:
     averaging = (cfg.get("callbacks") or {}).get("weight_averaging")
     strategy = cfg.trainer.get("strategy")
     target = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
-    if averaging and "deepspeed" in target.lower():
+    if averaging and "_target_" in averaging and "deepspeed" in target.lower():  # as build_callbacks reads it
         raise ConfigError(
             "callbacks=averaged does not work with DeepSpeed strategies (the average is a whole, "
             "unpartitioned copy of the model); use callbacks=default, or trainer=ddp for averaging"
