@@ -6,7 +6,7 @@ Aligning fixes that: every raw id of the previous map keeps its internal id (its
 raw ids the previous map lacks are appended after it (in the new data's order), and ids
 the previous map has but the new data lacks keep their rows (they simply have no
 interactions now). The aligned maps are therefore no longer sorted; lookups go through
-:class:`train.inference.ids.IdIndex`, which does not assume sorted maps.
+:class:`train.serving.ids.IdIndex`, which does not assume sorted maps.
 """
 from __future__ import annotations
 

@@ -53,10 +53,10 @@ def _worker(args: argparse.Namespace, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import train.strategies  # noqa: F401  registers the precision resolver
-    from train.builders import build_with_data, instantiate_with
+    import train.training.strategies  # noqa: F401  registers the precision resolver
+    from train.building import build_with_data, instantiate_with
 
-    from train.distributed import detect_launch
+    from train.training.distributed import detect_launch
 
     launch = detect_launch(os.environ)
     rank = launch.rank

@@ -120,7 +120,7 @@ def slice_metrics(run_dir: Path, tail_max: list[int]) -> dict[str, dict[str, flo
 
     from data_modules.interactions import TEST
     from train.evaluation.evaluator import evaluate
-    from train.inference.loading import load_recommender
+    from train.serving.loading import load_recommender
 
     model, ctx = load_recommender(run_dir)
     evaluator = hydra.utils.instantiate(ctx.cfg.eval, ks=list(KS))

@@ -3,9 +3,9 @@
 Train on interactions before ``T``, update on ``[T, T+D)``, evaluate on ``[T+D, T+2D)``:
 every user with a history before ``T+D`` who is active in the evaluation window has
 their first interaction there (with an item seen before ``T+D``) ranked against the
-whole catalogue, everything seen before ``T+D`` masked (``train.incremental.TimeWindowProtocol``).
+whole catalogue, everything seen before ``T+D`` masked (``train.training.incremental.TimeWindowProtocol``).
 
-Runs, all through ``train.run.train`` with the project's configs (fixed epoch budgets,
+Runs, all through ``train.training.run.train`` with the project's configs (fixed epoch budgets,
 no early stopping, the last checkpoint is used: nothing is selected on the evaluation
 window):
 
@@ -43,10 +43,10 @@ if str(ROOT) not in sys.path:
 
 from data_modules.interactions import InteractionData  # noqa: E402
 from data_modules.sources import movielens, synthetic  # noqa: E402
-from train.builders import build_with_data  # noqa: E402
+from train.building import build_with_data  # noqa: E402
 from train.evaluation import Evaluator  # noqa: E402
-from train.incremental import TimeWindowProtocol, align_with_previous_run, warm_start  # noqa: E402
-from train.inference import load_recommender  # noqa: E402
+from train.training.incremental import TimeWindowProtocol, align_with_previous_run, warm_start  # noqa: E402
+from train.serving import load_recommender  # noqa: E402
 
 import hydra  # noqa: E402
 
@@ -153,7 +153,7 @@ def run_config(args: argparse.Namespace, protocol: TimeWindowProtocol, stage: st
 def timed_train(cfg: DictConfig) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one whole run: data, warm start,
     fit, validation, test, artifacts. CPU time is the steadier number on a shared machine."""
-    from train.run import train
+    from train.training.run import train
 
     wall, cpu = time.perf_counter(), time.process_time()
     train(cfg)

@@ -1,6 +1,6 @@
 """Load benchmark of the HTTP service: requests/s and latency percentiles.
 
-Starts ``python -m train.serve`` for a run on a free local port (or targets ``--url``),
+Starts ``python -m train.cli.serve`` for a run on a free local port (or targets ``--url``),
 then ``--concurrency`` client threads, each with its own keep-alive connection, send
 ``POST /recommend`` for random known users (``--kind user``) or random ad-hoc histories
 taken from the run's data (``--kind history``, sequence models) until ``--requests``
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.artifacts import load_run_artifacts  # noqa: E402
+from train.runs.artifacts import load_run_artifacts  # noqa: E402
 
 
 def free_port() -> int:
@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 def start_server(run: str, port: int, threads: int | None) -> subprocess.Popen:
-    args = [sys.executable, "-m", "train.serve", f"run={Path(run).resolve()}", "host=127.0.0.1", f"port={port}"]
+    args = [sys.executable, "-m", "train.cli.serve", f"run={Path(run).resolve()}", "host=127.0.0.1", f"port={port}"]
     if threads:
         args.append(f"threads={threads}")
     root = str(Path(__file__).resolve().parents[1])

@@ -1,7 +1,7 @@
 """Seconds per epoch, sequences/s and peak RSS of the real training loop (`python -m train`).
 
 Each configuration runs as its own process for a few epochs (no validation during
-fit) with train.timing.EpochTimer; the first epoch (warm-up) is left out of the median.
+fit) with train.training.timing.EpochTimer; the first epoch (warm-up) is left out of the median.
 
     python scripts/bench_train_speed.py --data PATH/ml-1m.txt            # SASRec CE/BCE, BERT4Rec
     python scripts/bench_train_speed.py --data FILE --epochs 4 -- num_threads=2 trainer.precision=bf16-mixed
@@ -35,7 +35,7 @@ def run(name: str, overrides: list[str], data: str, epochs: int, extra: list[str
     cmd = [sys.executable, "-m", "train", "data=sequence_file", f"data.path={data}", *overrides,
            f"trainer.max_epochs={epochs}", "trainer.check_val_every_n_epoch=1000", "logger=csv",
            "~callbacks.early_stopping", "~callbacks.model_checkpoint", "trainer.enable_progress_bar=false",
-           "+callbacks.timer._target_=train.timing.EpochTimer", f"hydra.run.dir={run_dir}", *extra]
+           "+callbacks.timer._target_=train.training.timing.EpochTimer", f"hydra.run.dir={run_dir}", *extra]
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = [r for r in csv.DictReader(open(run_dir / "csv" / "metrics.csv")) if r.get("time/epoch_s")]
     epoch_s = [float(r["time/epoch_s"]) for r in rows]

@@ -25,9 +25,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.checkpoints import load_weights  # noqa: E402
+from train.runs.checkpoints import load_weights  # noqa: E402
 from train.evaluation import evaluate  # noqa: E402
-from train.inference import load_recommender  # noqa: E402
+from train.serving import load_recommender  # noqa: E402
 
 EPOCH = re.compile(r"epoch(\d+)")
 

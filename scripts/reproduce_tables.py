@@ -93,7 +93,7 @@ def evaluate_other_protocol(run_dir: Path, eval_config: str) -> dict[str, float]
     from hydra import compose, initialize_config_dir
 
     from train.evaluation import evaluate
-    from train.inference.loading import load_recommender
+    from train.serving.loading import load_recommender
 
     with initialize_config_dir(config_dir=str(REPO / "conf" / "eval"), version_base="1.3"):
         evaluator = hydra.utils.instantiate(compose(config_name=eval_config))

@@ -1,5 +1,5 @@
 """Tiny trained runs and a local HTTP server for the inference, export, serving and
-profile tests. Runs are trained in-process through ``train.run.train`` (a few seconds)."""
+profile tests. Runs are trained in-process through ``train.training.run.train`` (a few seconds)."""
 from __future__ import annotations
 
 import socket
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tests.helpers import tiny_config
-from train.artifacts import save_run_artifacts
+from train.runs.artifacts import save_run_artifacts
 
 QUICK = ["trainer.max_epochs=1", "eval.ks=[5,10]"]
 SMALL_NETS = {
@@ -27,7 +27,7 @@ SMALL_NETS = {
 
 def trained_run(output_dir: Path, model: str = "neumf", *overrides: str) -> Path:
     """Train one epoch and make sure the run's artifacts exist, as the end of training does."""
-    from train.run import train
+    from train.training.run import train
 
     cfg = tiny_config(output_dir, f"model={model}", *QUICK, *SMALL_NETS.get(model, []), *overrides)
     metrics = train(cfg)

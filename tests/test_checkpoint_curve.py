@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import tiny_config
-from train.run import train
+from train.training.run import train
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "checkpoint_curve.py"
 

@@ -17,7 +17,7 @@ from data_modules.pairs import PairDataModule
 from recmodels.ncf import GMF
 from train.curriculum import CurriculumCallback, Difficulty, Knob, TargetPopularity, make_pacing
 from train.evaluation import Evaluator
-from train.tasks import PointwiseTask
+from train.training.tasks import PointwiseTask
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "curriculum"
 BATCH = 16

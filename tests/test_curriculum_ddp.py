@@ -26,7 +26,7 @@ from data_modules.pairs import PairDataModule
 from recmodels.ncf import GMF
 from train.curriculum import CurriculumCallback, NegativeHardness, SelfPacedLoss
 from train.evaluation import Evaluator
-from train.tasks import PointwiseTask
+from train.training.tasks import PointwiseTask
 
 
 class Dump(pl.Callback):

@@ -10,8 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from train.consolidate import ConsolidationError, checkpoint_tag_dir, checkpoint_world_size
-from train.distributed import (
+from train.runs.consolidate import ConsolidationError, checkpoint_tag_dir, checkpoint_world_size
+from train.training.distributed import (
     RUN_DIR_ENV,
     LaunchError,
     detect_launch,
@@ -19,7 +19,7 @@ from train.distributed import (
     prepare_argv,
     publish_run_dir,
 )
-from train.strategies import (
+from train.training.strategies import (
     CPUDeepSpeedStrategy,
     StrategyConfigError,
     auto_precision,
@@ -243,7 +243,7 @@ def test_resume_at_other_world_size_names_the_conversion(tmp_path: Path) -> None
     check_resume_world_size(ckpt, 2)  # same size: fine
     with pytest.raises(StrategyConfigError, match="ds_to_universal") as err:
         check_resume_world_size(ckpt, 4)
-    assert "train.consolidate" in str(err.value) and "written by 2" in str(err.value)
+    assert "recflow-consolidate" in str(err.value) and "written by 2" in str(err.value)
 
 
 def test_checkpoint_paths_are_checked(tmp_path: Path) -> None:

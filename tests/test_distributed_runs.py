@@ -20,9 +20,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from train.builders import build_with_data
-from train.checkpoints import load_weights
-from train.consolidate import consolidate
+from train.building import build_with_data
+from train.runs.checkpoints import load_weights
+from train.runs.consolidate import consolidate
 from train.evaluation import evaluate
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from helpers import CONF_DIR, tiny_config
-from train.builders import build_with_data, instantiate_with
+from train.building import build_with_data, instantiate_with
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 

@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.serving_runs import randomise_, trained_run
-from train.export import ExportError, export_onnx, export_torch, run_export
-from train.inference import load_recommender
+from train.serving.export import ExportError, export_onnx, export_torch, run_export
+from train.serving import load_recommender
 
 ATOL = 1e-4
 SEQUENCE_MODELS = ("sasrec", "bert4rec")

@@ -12,7 +12,7 @@ from data_modules.features import encode_features
 from recmodels.bert4rec import BERT4Rec
 from recmodels.feature_ncf import FeatureNeuMF
 from recmodels.sasrec import SASRec
-from train.builders import build_with_data
+from train.building import build_with_data
 from tests.helpers import tiny_config
 
 B = 3
@@ -121,8 +121,8 @@ def test_sasrec_with_genres_adds_exactly_the_genre_table(setup) -> None:
 
 
 def test_trained_run_reloads_with_the_same_features(tmp_path) -> None:
-    from train.inference.loading import load_recommender
-    from train.run import train
+    from train.serving.loading import load_recommender
+    from train.training.run import train
 
     cfg = tiny_config(tmp_path, "model=neumf_features", "trainer.max_epochs=1", "model.datamodule.batch_size=128")
     train(cfg)

@@ -8,7 +8,7 @@ import pytest
 from data_modules.alignment import IdMapError, align_data, align_ids
 from data_modules.interactions import TEST, TRAIN
 from data_modules.preprocessing import preprocess
-from train.inference import IdIndex
+from train.serving import IdIndex
 
 
 def raw(rows: list[tuple]) -> pd.DataFrame:

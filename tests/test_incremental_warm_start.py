@@ -16,12 +16,12 @@ from data_modules.interactions import TEST, TRAIN, VAL
 from data_modules.sources import tabular
 from tests.helpers import tiny_config
 from tests.serving_runs import QUICK, SMALL_NETS, trained_run
-from train.artifacts import ArtifactError
-from train.builders import build_with_data
-from train.checkpoints import CheckpointError
-from train.incremental import align_with_previous_run, warm_start
-from train.inference import load_recommender
-from train.run import train
+from train.runs.artifacts import ArtifactError
+from train.building import build_with_data
+from train.runs.checkpoints import CheckpointError
+from train.training.incremental import align_with_previous_run, warm_start
+from train.serving import load_recommender
+from train.training.run import train
 
 MORE_DATA = ["data.num_users=150", "data.num_items=70"]  # tiny_config has 120 users, 60 items
 MODELS = ["neumf", "sasrec", "bert4rec"]

@@ -12,7 +12,7 @@ from data_modules.alignment import IdMapError
 from data_modules.interactions import TEST, TRAIN
 from recmodels.ncf import GMF
 from train.evaluation import Evaluator
-from train.incremental import TimeWindowProtocol
+from train.training.incremental import TimeWindowProtocol
 
 # T = 10, D = 5: base t < 10, update [10, 15), eval [15, 20).
 ROWS = [

@@ -15,11 +15,11 @@ from omegaconf import OmegaConf
 
 from data_modules.interactions import TEST, TRAIN, VAL
 from tests.serving_runs import randomise_, trained_run
-from train.artifacts import ArtifactError, find_run_dir, load_run_artifacts
-from train.builders import build_with_data
-from train.checkpoints import CheckpointError
-from train.infer import run_infer
-from train.inference import IdIndex, load_recommender, top_k
+from train.runs.artifacts import ArtifactError, find_run_dir, load_run_artifacts
+from train.building import build_with_data
+from train.runs.checkpoints import CheckpointError
+from train.serving.infer import run_infer
+from train.serving import IdIndex, load_recommender, top_k
 
 K = 7
 
@@ -85,7 +85,7 @@ def test_batch_topk_equals_brute_force(model: str, request, tmp_path: Path) -> N
 
 def test_short_lists_when_k_exceeds_unseen(run_dir: Path, tmp_path: Path) -> None:
     model, ctx = load_recommender(run_dir)
-    from train.inference import write_recommendations
+    from train.serving import write_recommendations
 
     out = tmp_path / "all.parquet"
     report = write_recommendations(model, ctx, np.arange(ctx.data.num_users), ctx.data.num_items, out, progress=False)
@@ -103,7 +103,7 @@ def test_cli_user_file_jsonl_writes_only_out(run_dir: Path, tmp_path: Path) -> N
     out = tmp_path / "nested" / "recs.jsonl"
     before = sorted(p for p in run_dir.rglob("*"))
     proc = subprocess.run(
-        [sys.executable, "-m", "train.infer", f"run={run_dir}", f"users={users}", "k=4", f"out={out}", "progress=false"],
+        [sys.executable, "-m", "train.cli.infer", f"run={run_dir}", f"users={users}", "k=4", f"out={out}", "progress=false"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
         env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
@@ -188,7 +188,7 @@ def test_masking_never_writes_into_shared_model_scores() -> None:
     """Most-popular returns one expanded row for the whole batch: masking one user's
     items must neither reach the other users nor the model's counts."""
     from recmodels.pop import MostPopular
-    from train.inference import recommend
+    from train.serving import recommend
 
     model = MostPopular(4)
     model.fit(torch.tensor([4.0, 3.0, 2.0, 1.0]))
@@ -212,7 +212,7 @@ def test_deepspeed_run_is_rebuilt_from_its_consolidated_weights(tmp_path: Path) 
     assert Path(metrics["best_checkpoint"]).is_dir()  # shards, not one file
     if not (run / "artifacts").exists():  # until run.py writes them
         cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-        from train.artifacts import save_run_artifacts
+        from train.runs.artifacts import save_run_artifacts
 
         save_run_artifacts(run, cfg, hydra.utils.instantiate(cfg.data), metrics["best_checkpoint"])
     model, ctx = load_recommender(run)
@@ -221,5 +221,5 @@ def test_deepspeed_run_is_rebuilt_from_its_consolidated_weights(tmp_path: Path) 
 
     direct = evaluate(model, ctx.data, "test", hydra.utils.instantiate(ctx.cfg.eval))
     assert direct["ndcg@10"] == pytest.approx(metrics["test/ndcg@10"], abs=1e-6)
-    with pytest.raises(CheckpointError, match="python -m train.consolidate"):
+    with pytest.raises(CheckpointError, match="recflow-consolidate"):
         load_recommender(run / "checkpoints" / "last.ckpt")  # an unconsolidated folder

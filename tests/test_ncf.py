@@ -7,7 +7,7 @@ import torch
 from recmodels.ncf import GMF, MLP, NeuMF
 from recmodels.pop import MostPopular
 from train.evaluation import Evaluator
-from train.tasks import PointwiseTask
+from train.training.tasks import PointwiseTask
 
 NUM_USERS, NUM_ITEMS = 7, 13
 

@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.serving_runs import trained_run
-from train.inference import load_recommender, recommend_users
-from train.profile import run_profile
+from train.serving import load_recommender, recommend_users
+from train.serving.profiles import run_profile
 
 K = 5
 

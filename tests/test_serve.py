@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from tests.serving_runs import free_port, randomise_, serving, trained_run
-from train.inference import load_recommender
-from train.serve import RecommenderService, create_app
+from train.serving import load_recommender
+from train.serving.http import RecommenderService, create_app
 
 @pytest.fixture(scope="module")
 def neumf_run(tmp_path_factory) -> Path:
@@ -145,7 +145,7 @@ def test_cli_serves_over_http(neumf_run: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "train.serve", f"run={neumf_run}", "host=127.0.0.1", f"port={port}"],
+        [sys.executable, "-m", "train.cli.serve", f"run={neumf_run}", "host=127.0.0.1", f"port={port}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
     )
     try:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.builders import build_with_data
-from train.checkpoints import load_weights
-from train.config_checks import ConfigError, check_config
+from train.building import build_with_data
+from train.runs.checkpoints import load_weights
+from train.training.config_checks import ConfigError, check_config
 from train.evaluation import evaluate
-from train.run import train
+from train.training.run import train
 from tests.helpers import tiny_config
 
 import hydra

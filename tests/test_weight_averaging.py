@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from tests.helpers import tiny_config
-from train.checkpoints import load_checkpoint, load_weights, model_state
+from train.runs.checkpoints import load_checkpoint, load_weights, model_state
 from train.evaluation import evaluate
-from train.inference import load_recommender
-from train.run import train
-from train.weight_averaging import EpochEMA
+from train.serving import load_recommender
+from train.training.run import train
+from train.training.weight_averaging import EpochEMA
 
 DECAY = 0.5
 

@@ -1,4 +1,4 @@
-"""``python -m train.profile run=DIR [out=FILE.parquet] [k=10]``: one row per user.
+"""User profiles, one row per user, written by ``recflow-profile``.
 
 Columns: the raw ``user`` id; ``representation`` (the model's user vector:
 ``Recommender.user_representation``, e.g. NCF's user embedding or a sequence model's
@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -25,7 +24,7 @@ from omegaconf import DictConfig
 
 from data_modules.interactions import InteractionData
 from recmodels.base import Recommender
-from train.inference import RunContext, load_recommender, recommend_users
+from train.serving import RunContext, load_recommender, recommend_users
 
 
 @dataclass
@@ -188,12 +187,3 @@ def run_profile(cfg: DictConfig) -> Path:
     print(summary(table))
     print(f"wrote {table.num_rows} profiles to {out}")
     return out
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="profile")
-def main(cfg: DictConfig) -> None:
-    run_profile(cfg)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,14 +1,13 @@
-"""``python -m train.consolidate CKPT_DIR [OUT]``: a DeepSpeed checkpoint -> one fp32 file.
+"""A DeepSpeed checkpoint folder -> one fp32 file (``recflow-consolidate``).
 
 A ZeRO checkpoint is a directory of per-rank shards that only the same number of
 DeepSpeed processes can load. Consolidating gathers the fp32 master weights into one
 plain state dict (keys as in a Lightning checkpoint, ``model.`` prefix included), so
-the weights load on a single CPU process with :func:`train.checkpoints.load_weights`
+the weights load on a single CPU process with :func:`train.runs.checkpoints.load_weights`
 for evaluation, inference, export or as the starting point of a new run.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,22 +77,3 @@ def consolidate(checkpoint_dir: str | Path, output_file: str | Path | None = Non
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, output)
     return output
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="python -m train.consolidate")
-    parser.add_argument("checkpoint_dir", help="DeepSpeed checkpoint directory, e.g. <run>/checkpoints/best-epoch003.ckpt")
-    parser.add_argument("output", nargs="?", help="output file (default: <checkpoint_dir>.fp32.pt)")
-    args = parser.parse_args(argv)
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    try:
-        output = consolidate(args.checkpoint_dir, args.output)
-    except ConsolidationError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    state = torch.load(output, map_location="cpu", weights_only=True)["state_dict"]
-    numel = sum(t.numel() for t in state.values())
-    print(f"Consolidated {len(state)} tensors ({numel:,} fp32 values) into {output}")
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from train.tasks.base import RecTask
+from train.training.tasks.base import RecTask
 
 
 class PointwiseTask(RecTask):

@@ -1,4 +1,4 @@
-"""``python -m train.export run=DIR [format=onnx|torch] [out=FILE]``: a standalone scorer.
+"""A run's scorer as a standalone file (ONNX or torch.export), used by ``recflow-export``.
 
 The exported graph is the model's ``score_all`` and nothing else: input internal ids,
 output scores over the whole catalogue ``[B, num_items]`` (column ``i`` = internal
@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -30,7 +29,7 @@ from torch import Tensor, nn
 
 from data_modules.interactions import PAD
 from recmodels.base import Recommender
-from train.inference import RunContext, load_recommender
+from train.serving import RunContext, load_recommender
 
 log = logging.getLogger(__name__)
 FORMATS = {"onnx": ".onnx", "torch": ".pt2"}
@@ -191,12 +190,3 @@ def run_export(cfg: DictConfig) -> Path:
     if fmt == "onnx" and cfg.check:
         print(f"onnxruntime vs PyTorch: max |diff| = {onnx_parity(model, ctx, out):.2e}")
     return out
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
-def main(cfg: DictConfig) -> None:
-    run_export(cfg)
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ training the run directory gets an ``artifacts/`` folder:
   relative to the run directory.
 
 Weights stay where training wrote them (the best Lightning checkpoint). A DeepSpeed
-checkpoint folder is consolidated once (:mod:`train.consolidate`) into
+checkpoint folder is consolidated once (:mod:`train.runs.consolidate`) into
 ``artifacts/weights_fp32.pt``; a run without any checkpoint stores the model's state
 dict there instead.
 """
@@ -28,12 +28,11 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from data_modules import cache
 from data_modules.interactions import InteractionData
-from train.checkpoints import CheckpointError
+from train.runs.checkpoints import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,6 @@ class RunArtifacts:
 # --- saving ------------------------------------------------------------------------------
 
 
-@rank_zero_only
 def save_run_artifacts(
     output_dir: str | Path,
     cfg: DictConfig,
@@ -71,7 +69,7 @@ def save_run_artifacts(
     best_ckpt: str | Path | None,
     model: nn.Module | None = None,
 ) -> Path:
-    """Write ``<output_dir>/artifacts`` (call once, after testing; rank zero only).
+    """Write ``<output_dir>/artifacts`` (call once, after testing, on rank zero only).
 
     ``best_ckpt`` is the checkpoint to serve (``None``: ``checkpoints/last.ckpt`` if it
     exists, else ``model``'s current state dict is stored).
@@ -126,7 +124,7 @@ def _weights_file(run_dir: Path, target: Path, best: str | Path | None, model: n
 
 
 def _consolidate_deepspeed(folder: Path, out: Path) -> Path:
-    from train.consolidate import consolidate
+    from train.runs.consolidate import consolidate
 
     return consolidate(folder, out)
 
@@ -152,7 +150,7 @@ def find_run_dir(path: str | Path) -> Path:
     raise ArtifactError(
         f"no {ARTIFACT_DIR}/{META_FILE} in {path} or its parent folders; it is written at the end "
         "of `python -m train`. Runs from before it existed must be trained again, or call "
-        "train.artifacts.save_run_artifacts(run_dir, cfg, data, ckpt) once by hand"
+        "train.runs.artifacts.save_run_artifacts(run_dir, cfg, data, ckpt) once by hand"
     )
 
 
@@ -189,7 +187,7 @@ def _weights_file_of(weights: Path) -> Path:
             return consolidated
         raise CheckpointError(
             f"{weights} is a DeepSpeed checkpoint folder; consolidate it once with "
-            f"`python -m train.consolidate {weights}` (writes {consolidated.name} next to it)"
+            f"`recflow-consolidate {weights}` (writes {consolidated.name} next to it)"
         )
     if not weights.is_file():
         raise CheckpointError(

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from recmodels.pop import MostPopular
-from train.tasks.base import RecTask
+from train.training.tasks.base import RecTask
 
 
 class PopularityTask(RecTask):

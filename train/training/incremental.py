@@ -1,7 +1,7 @@
 """Incremental updates: continue a trained run on new interactions instead of retraining.
 
 ``python -m train init_from=RUN_DIR_OR_CKPT data=...`` does two extra steps in
-:func:`train.run.train`, each one line:
+:func:`train.training.run.train`, each one line:
 
 1. :func:`align_with_previous_run` re-indexes the new data against the previous run's id
    maps (its ``artifacts/data``): old raw ids keep their internal ids, unseen users and
@@ -37,9 +37,9 @@ from data_modules.alignment import IdMapError, align_data
 from data_modules.interactions import TEST, TRAIN, InteractionData
 from recmodels.base import Recommender
 from recmodels.growth import RowMap
-from train.artifacts import ArtifactError, RunArtifacts, load_run_artifacts
-from train.builders import build_with_data
-from train.checkpoints import CheckpointError, load_checkpoint, model_state
+from train.runs.artifacts import ArtifactError, RunArtifacts, load_run_artifacts
+from train.building import build_with_data
+from train.runs.checkpoints import CheckpointError, load_checkpoint, model_state
 from train.evaluation import Evaluator, evaluate
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def _check_aligned(previous: InteractionData, data: InteractionData, init_from: 
         if len(new) < len(old) or not np.array_equal(new[: len(old)], old):
             raise IdMapError(
                 f"the {kind} ids of this run's data do not start with init_from={init_from}'s "
-                "id map; align the data first (train.incremental.align_with_previous_run)"
+                "id map; align the data first (train.training.incremental.align_with_previous_run)"
             )
 
 

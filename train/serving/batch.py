@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from recmodels.base import Recommender
-from train.inference.loading import RunContext
-from train.inference.topk import NO_ITEM, known_pairs, recommend
+from train.serving.loading import RunContext
+from train.serving.topk import NO_ITEM, known_pairs, recommend
 
 SCORE_BUDGET = 256 * 2**20  # bytes of float32 scores per chunk
 FORMATS = (".parquet", ".jsonl")

@@ -12,8 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from recmodels.ncf import GMF, MLP, NeuMF
-
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or does not fit the model it is loaded into."""
@@ -47,20 +45,3 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             f"checkpoint {path} does not fit {type(model).__name__}: {exc}. "
             "Was it trained with another model or data configuration?"
         ) from exc
-
-
-def neumf_from_pretrained(model: NeuMF, gmf_ckpt: str, mlp_ckpt: str, alpha: float = 0.5) -> NeuMF:
-    """NeuMF's pre-training (He et al. 2017, 3.4.1): start from trained GMF and MLP."""
-    if not isinstance(model, NeuMF):
-        raise CheckpointError(f"pre-trained GMF/MLP initialisation needs model=neumf, not {type(model).__name__}")
-    gmf = GMF(model.gmf.user_emb.num_embeddings, model.num_items, model.gmf.user_emb.embedding_dim)
-    mlp = MLP(
-        model.mlp.user_emb.num_embeddings,
-        model.num_items,
-        model.mlp.user_emb.embedding_dim,
-        [m.out_features for m in model.mlp.tower.modules() if isinstance(m, nn.Linear) and m is not model.mlp.tower.first_item],
-    )
-    load_weights(gmf, gmf_ckpt)
-    load_weights(mlp, mlp_ckpt)
-    model.load_pretrained(gmf, mlp, alpha)
-    return model

@@ -1,4 +1,4 @@
-"""``python -m train.infer run=DIR [users=all|FILE] k=10 [out=FILE]``: batch top-K.
+"""Batch top-K for chosen users of a run, written by ``recflow-infer``.
 
 Every chosen user gets the ``k`` best-scored items they have not interacted with,
 with scores and raw ids, in a Parquet table (``user, rank, item, score``) or JSON
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from train.inference import RunContext, load_recommender, write_recommendations
+from train.serving import RunContext, load_recommender, write_recommendations
 
 ON_UNKNOWN = ("skip", "error")
 
@@ -68,12 +67,3 @@ def run_infer(cfg: DictConfig) -> Path:
     report.unknown_users = unknown
     print(report.summary(out))
     return out
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
-def main(cfg: DictConfig) -> None:
-    run_infer(cfg)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``python -m train.serve run=DIR [host=127.0.0.1] [port=8000]``: recommendations over HTTP.
+"""Recommendations over HTTP (``recflow-serve``): a FastAPI app around one loaded run.
 
 Endpoints (JSON):
 
@@ -12,7 +12,7 @@ Endpoints (JSON):
 
 Ids are raw ids as in the source data. Bad requests get a 4xx status and a ``detail``
 that names the problem: 400 malformed JSON, 404 unknown user, 422 everything else.
-Ranking goes through :func:`train.inference.recommend`, as batch inference does.
+Ranking goes through :func:`train.serving.recommend`, as batch inference does.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import json
 import logging
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from starlette.concurrency import run_in_threadpool
 
 from recmodels.base import Recommender
-from train.inference import RunContext, known_pairs, load_recommender, recommend
+from train.serving import RunContext, known_pairs, load_recommender, recommend
 
 log = logging.getLogger(__name__)
 RawId = StrictInt | str
@@ -191,16 +190,3 @@ def build_app(cfg: DictConfig) -> FastAPI:
         torch.set_num_threads(int(cfg.threads))
     model, ctx = load_recommender(cfg.run, cfg.get("ckpt"), cfg.get("device", "cpu"))
     return create_app(RecommenderService(model, ctx, int(cfg.max_request_items)))
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
-def main(cfg: DictConfig) -> None:
-    import uvicorn
-
-    app = build_app(cfg)
-    print(f"serving {cfg.run} on http://{cfg.host}:{cfg.port} (GET /health, POST /recommend)", flush=True)
-    uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level))
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from recmodels.losses import LOSSES, make_loss, sequence_loss
-from train.tasks.base import RecTask
+from train.training.tasks.base import RecTask
 
 
 class SequenceTask(RecTask):

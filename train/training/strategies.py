@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 from pytorch_lightning.trainer.states import TrainerFn
 
-from train.consolidate import ConsolidationError, checkpoint_world_size
+from train.runs.consolidate import ConsolidationError, checkpoint_world_size
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def check_resume_world_size(checkpoint_path: Any, world_size: int) -> None:
             f"`python -m deepspeed.checkpoint.ds_to_universal --inject_missing_state --input_folder "
             f"{checkpoint_path}/checkpoint --output_folder {checkpoint_path}/checkpoint_universal`, then add "
             "+trainer.strategy.config.checkpoint.load_universal=true. For the weights alone (optimizer state "
-            f"restarts): `python -m train.consolidate {checkpoint_path}`, or init_from=<run dir> once a run "
+            f"restarts): `recflow-consolidate {checkpoint_path}`, or init_from=<run dir> once a run "
             "has finished"
         )
 

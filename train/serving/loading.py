@@ -1,9 +1,9 @@
 """Rebuild a trained model and everything around it from a run directory.
 
 The network is built from the saved config through the same builder as training
-(:func:`train.builders.build_with_data`), then the checkpoint's weights are loaded
+(:func:`train.building.build_with_data`), then the checkpoint's weights are loaded
 with ``weights_only=True``. A mismatch (other model, other data) raises
-:class:`~train.checkpoints.CheckpointError` naming the keys.
+:class:`~train.runs.checkpoints.CheckpointError` naming the keys.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 
 from data_modules.interactions import TEST, TRAIN, VAL, Histories, InteractionData
 from recmodels.base import Context, Recommender
-from train.artifacts import load_run_artifacts
-from train.builders import build_with_data
-from train.checkpoints import CheckpointError, load_weights
-from train.inference.ids import IdIndex
+from train.runs.artifacts import load_run_artifacts
+from train.building import build_with_data
+from train.runs.checkpoints import CheckpointError, load_weights
+from train.serving.ids import IdIndex
 
 
 @dataclass

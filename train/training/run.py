@@ -17,10 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from train.artifacts import save_run_artifacts
-from train.builders import build_with_data, instantiate_with
-from train.incremental import align_with_previous_run, warm_start
-from train.results import flat_metrics, results_table, write_metrics
+from train.runs.artifacts import save_run_artifacts
+from train.building import build_with_data, instantiate_with
+from train.training.incremental import align_with_previous_run, warm_start
+from train.runs.results import flat_metrics, results_table, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     val = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
     test = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-    save_run_artifacts(output_dir, cfg, data, best, model=model)  # what infer/serve/profile reload
+    if trainer.is_global_zero:  # what infer/serve/profile reload
+        save_run_artifacts(output_dir, cfg, data, best, model=model)
 
     metrics = flat_metrics(
         val,

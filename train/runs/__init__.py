@@ -1,0 +1,1 @@
+"""A run folder as data: artifacts, checkpoints, DeepSpeed consolidation, metrics.json."""

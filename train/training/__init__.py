@@ -1,0 +1,1 @@
+"""Training with Lightning: the run sequence, tasks, strategies, callbacks, incremental updates."""
