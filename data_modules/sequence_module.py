@@ -15,7 +15,7 @@ from torch import Tensor
 from data_modules.base import RecDataModule
 from data_modules.batching import BatchKey
 from data_modules.interactions import TRAIN, InteractionData
-from data_modules.sequence import MaskedCollate, SequenceTrainingSet, causal_collate
+from data_modules.sequence_windows import MaskedCollate, SequenceTrainingSet, causal_collate
 
 OBJECTIVES = ("causal", "masked")
 

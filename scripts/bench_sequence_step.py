@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data_modules.interactions import Histories
-from data_modules.sequence import SequenceTrainingSet, causal_collate, masked_collate
+from data_modules.sequence_windows import SequenceTrainingSet, causal_collate, masked_collate
 from recmodels.bert4rec import BERT4Rec
 from recmodels.losses import make_loss, sequence_loss
 from recmodels.sasrec import SASRec

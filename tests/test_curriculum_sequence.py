@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from data_modules.batching import BatchKey
 from data_modules.interactions import PAD, TEST, TRAIN, VAL, InteractionData
-from data_modules.sequence import MASK
+from data_modules.sequence_windows import MASK
 from data_modules.sequence_module import SequenceDataModule
 from recmodels.base import Recommender
 from train.curriculum import Curriculum, MaskRatio, MaxLength, SelfPacedLoss, SequenceLength

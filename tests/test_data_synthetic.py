@@ -7,7 +7,7 @@ import pytest
 
 from data_modules.interactions import TEST, TRAIN, VAL
 from data_modules.sources import synthetic
-from data_modules.synthetic import generate
+from data_modules.synthetic_generator import generate
 
 SMALL = dict(num_users=300, num_items=200, num_clusters=4, min_length=20, max_length=40)
 

@@ -97,7 +97,7 @@ def assert_one_of_each(run_dir: Path) -> None:
     names = [p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()]
     assert sum(n.endswith("metrics.json") for n in names) == 1, names
     assert sum(n.endswith(".hydra/config.yaml") for n in names) == 1, names
-    assert [n for n in names if n.endswith(".log") and "/" not in n] == ["__main__.log"], names
+    assert [n for n in names if n.endswith(".log") and "/" not in n] == ["train.log"], names
     assert len(list(run_dir.glob("wandb/offline-run-*"))) <= 1
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from data_modules.interactions import TEST, TRAIN, VAL
-from data_modules.synthetic import generate
+from data_modules.synthetic_generator import generate
 from data_modules.preprocessing import preprocess
 from recmodels.base import Recommender
 from train.evaluation.evaluator import Evaluator, evaluate

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data_modules.interactions import PAD, Histories
-from data_modules.sequence import MASK, SequenceTrainingSet, causal_collate, masked_collate
+from data_modules.sequence_windows import MASK, SequenceTrainingSet, causal_collate, masked_collate
 
 
 def histories_of(seqs: list[list[int]]) -> Histories:

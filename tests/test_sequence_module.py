@@ -6,7 +6,7 @@ import torch
 
 from data_modules.batching import BatchKey
 from data_modules.interactions import Histories
-from data_modules.sequence import SequenceTrainingSet
+from data_modules.sequence_windows import SequenceTrainingSet
 from data_modules.sequence_module import SequenceBatches
 from recmodels.sasrec import SASRec
 

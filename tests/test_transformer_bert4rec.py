@@ -7,7 +7,7 @@ import torch
 
 from data_modules import sequence
 from data_modules.interactions import Histories
-from data_modules.sequence import SequenceTrainingSet, masked_collate
+from data_modules.sequence_windows import SequenceTrainingSet, masked_collate
 from recmodels import bert4rec
 from recmodels.bert4rec import BERT4Rec
 from recmodels.item_encoder import ItemEncoder

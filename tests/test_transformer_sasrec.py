@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from data_modules.interactions import Histories
-from data_modules.sequence import SequenceTrainingSet, causal_collate
+from data_modules.sequence_windows import SequenceTrainingSet, causal_collate
 from recmodels.item_encoder import ItemEncoder
 from recmodels.losses import make_loss, sequence_loss
 from recmodels.sasrec import SASRec

@@ -1,10 +1,10 @@
-"""The default data source: generated data (see :mod:`data_modules.synthetic`)."""
+"""The default data source: generated data (see :mod:`data_modules.synthetic_generator`)."""
 from __future__ import annotations
 
 from data_modules.interactions import InteractionData
 from data_modules.preprocessing import PreprocessConfig, preprocess as run_preprocess
 from data_modules.sources._common import PreprocessArg
-from data_modules.synthetic import generate
+from data_modules.synthetic_generator import generate
 
 
 def synthetic(
