@@ -6,7 +6,7 @@ Aligning fixes that: every raw id of the previous map keeps its internal id (its
 raw ids the previous map lacks are appended after it (in the new data's order), and ids
 the previous map has but the new data lacks keep their rows (they simply have no
 interactions now). The aligned maps are therefore no longer sorted; lookups go through
-:class:`train.serving.ids.IdIndex`, which does not assume sorted maps.
+:class:`~data_modules.id_index.IdIndex`, which does not assume sorted maps.
 """
 from __future__ import annotations
 
@@ -16,14 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from data_modules.id_index import IdIndex, IdMapError, check_unique
 from data_modules.interactions import InteractionData
 from data_modules.preprocessing import _align_features
 
 log = logging.getLogger(__name__)
-
-
-class IdMapError(ValueError):
-    """Two id maps cannot be aligned (other id types, duplicated ids)."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +46,10 @@ def align_ids(previous: np.ndarray, current: np.ndarray, kind: str) -> AlignedId
     """Previous raw ids keep their positions; ``current``'s other ids are appended."""
     previous, current = np.asarray(previous), np.asarray(current)
     _check_kinds(previous, current, kind)
-    _check_unique(previous, f"previous {kind} id map")
-    _check_unique(current, f"new {kind} id map")
-    index = pd.Index(previous)
-    position = index.get_indexer(pd.Index(current))  # -1 where the id is new
-    unseen = position < 0
-    remap = position.astype(np.int64)
+    index = IdIndex(previous, f"previous {kind}")
+    check_unique(current, f"new {kind} id map")
+    remap = index.lookup(current)  # -1 where the id is new
+    unseen = remap < 0
     remap[unseen] = len(previous) + np.arange(int(unseen.sum()))
     ids = np.concatenate([previous, current[unseen]]) if unseen.any() else previous.copy()
     return AlignedIds(ids=ids, remap=remap, num_previous=len(previous))
@@ -69,15 +64,6 @@ def _check_kinds(previous: np.ndarray, current: np.ndarray, kind: str) -> None:
         f"{new} (e.g. {current[0]!r}): the same {kind} would get two ids. Load the new data so "
         f"that its {kind} ids have the previous type (e.g. the same loader and columns)"
     )
-
-
-def _check_unique(ids: np.ndarray, what: str) -> None:
-    duplicated = pd.Index(ids).duplicated()
-    if duplicated.any():
-        raise IdMapError(
-            f"{what} lists {int(duplicated.sum())} raw id(s) twice (e.g. {ids[duplicated][0]!r}); "
-            "the id map is damaged: retrain the previous run or restore its artifacts/data folder"
-        )
 
 
 def align_data(data: InteractionData, user_ids: np.ndarray, item_ids: np.ndarray) -> InteractionData:

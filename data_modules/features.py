@@ -1,4 +1,4 @@
-"""Feature tables (pandas) -> :class:`~recmodels.feature_tensors.FeatureTensors` (torch).
+"""Feature tables (pandas) -> :class:`~data_modules.feature_arrays.FeatureArrays` (numpy).
 
 Models never see pandas or files: this module is the only place where side-feature
 columns are interpreted. Each column gets one *kind*:
@@ -15,7 +15,7 @@ identifiers (integers that differ on every row, e.g. ``movie_id``) and free text
 such a column explicitly encodes it anyway (as categorical unless ``kinds`` says otherwise).
 
 Vocabularies are sorted and statistics come from the whole table, so encoding the
-same data twice (training, then reloading a run) gives identical tensors.
+same data twice (training, then reloading a run) gives identical arrays.
 
 Precomputed item text embeddings (e.g. of titles or plots) are read from a file keyed
 by *raw* item id and appended to the numeric part as-is:
@@ -36,17 +36,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from data_modules.feature_arrays import FeatureArrays
+from data_modules.id_index import IdIndex
 from data_modules.interactions import InteractionData
 from data_modules.preprocessing import DataFormatError
-from recmodels.feature_tensors import FeatureTensors
 
 log = logging.getLogger(__name__)
 
 ALL = "all"
 KINDS = ("categorical", "multi", "numeric")
-TEXT = "text"  # name of the text-embedding dimensions in FeatureTensors.numeric_names
+TEXT = "text"  # name of the text-embedding dimensions in FeatureArrays.numeric_names
 # Integer columns with at most this many distinct values are codes, not quantities.
 MAX_INTEGER_CODES = 32
 # Strings with more distinct values than this share of the rows are free text.
@@ -91,15 +91,15 @@ def _vocabulary(values: Iterable[Any]) -> list[Any]:
         return sorted(unique, key=str)
 
 
-def encode_categorical(column: pd.Series) -> tuple[torch.Tensor, list[str]]:
+def encode_categorical(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Codes [rows] in a sorted vocabulary, -1 where missing."""
     present = column.dropna()
     vocab = _vocabulary(present.to_numpy(dtype=object))
     codes = pd.Categorical(column.astype(object), categories=vocab).codes.astype(np.int64)
-    return torch.from_numpy(codes), [str(v) for v in vocab]
+    return codes, [str(v) for v in vocab]
 
 
-def encode_multi(column: pd.Series) -> tuple[torch.Tensor, list[str]]:
+def encode_multi(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Codes [rows, max_values] padded with -1; a missing or empty cell is all -1."""
     cells = [c if isinstance(c, (list, tuple, np.ndarray)) else [] for c in column.tolist()]
     lengths = np.fromiter(map(len, cells), dtype=np.int64, count=len(cells))
@@ -110,10 +110,10 @@ def encode_multi(column: pd.Series) -> tuple[torch.Tensor, list[str]]:
     offsets = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     out = np.full((len(cells), max(int(lengths.max(initial=0)), 1)), -1, dtype=np.int64)
     out[rows, offsets] = codes
-    return torch.from_numpy(out), [str(v) for v in vocab]
+    return out, [str(v) for v in vocab]
 
 
-def encode_numeric(column: pd.Series, name: str) -> tuple[torch.Tensor, int]:
+def encode_numeric(column: pd.Series, name: str) -> tuple[np.ndarray, int]:
     """Standardised values [rows, 1] (missing -> 0) and the number of missing rows."""
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     missing = np.isnan(values)
@@ -122,7 +122,7 @@ def encode_numeric(column: pd.Series, name: str) -> tuple[torch.Tensor, int]:
     mean, std = values[~missing].mean(), values[~missing].std()
     scaled = (values - mean) / (std if std > 0 else 1.0)
     scaled[missing] = 0.0
-    return torch.from_numpy(scaled.astype(np.float32)).unsqueeze(1), int(missing.sum())
+    return scaled.astype(np.float32)[:, None], int(missing.sum())
 
 
 # --- one table ---------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def encode_table(
     columns: Sequence[str] | None = None,
     kinds: Mapping[str, str] | None = None,
     text: np.ndarray | None = None,
-) -> tuple[FeatureTensors, dict[str, Any]]:
+) -> tuple[FeatureArrays, dict[str, Any]]:
     """Encode ``columns`` of ``frame`` (``None``: every usable column) and the report.
 
     ``frame`` rows are internal ids ``0..len-1``; ``text`` ([rows, D]) is appended to
@@ -168,21 +168,21 @@ def encode_table(
             continue
         categorical[name], cardinalities[name], multi[name] = values, len(vocab), kind == "multi"
         vocabularies[name] = vocab
-        missing = int((values < 0).all(dim=-1).sum()) if kind == "multi" else int((values < 0).sum())
+        missing = int((values < 0).all(axis=-1).sum()) if kind == "multi" else int((values < 0).sum())
         report["used"][name] = {"kind": kind, "why": why, "values": len(vocab), "missing": missing}
     if text is not None:
-        numeric_parts.append(torch.from_numpy(np.asarray(text, dtype=np.float32)))
+        numeric_parts.append(np.asarray(text, dtype=np.float32))
         numeric_names += [TEXT] * text.shape[1]
-    tensors = FeatureTensors(
+    arrays = FeatureArrays(
         num_rows=len(frame),
         categorical=categorical,
         cardinalities=cardinalities,
         multi_valued=multi,
-        numeric=torch.cat(numeric_parts, dim=1) if numeric_parts else None,
+        numeric=np.concatenate(numeric_parts, axis=1) if numeric_parts else None,
         numeric_names=numeric_names,
         vocabularies=vocabularies,
     )
-    return tensors, report
+    return arrays, report
 
 
 # --- text embeddings ---------------------------------------------------------------------
@@ -232,7 +232,7 @@ def align_text_embeddings(
     index = pd.Index(ids)
     if index.has_duplicates:
         raise DataFormatError(f"{source}: item id {index[index.duplicated()][0]!r} appears twice")
-    position = index.get_indexer(pd.Index(item_ids))
+    position = IdIndex(ids, "text embedding item").lookup(item_ids)
     found = position >= 0
     if len(item_ids) and not found.any():
         raise DataFormatError(
@@ -286,7 +286,7 @@ def encode_features(
     item_text_embeddings: str | os.PathLike | None = None,
     items: bool = True,
     users: bool = True,
-) -> tuple[FeatureTensors | None, FeatureTensors | None, dict[str, Any]]:
+) -> tuple[FeatureArrays | None, FeatureArrays | None, dict[str, Any]]:
     """(item features, user features, report) of ``data`` for a model.
 
     ``items``/``users`` say which tables the model takes; a table that is absent, not
@@ -306,7 +306,7 @@ def encode_features(
     if item_text_embeddings and items:
         ids, vectors = read_text_embeddings(item_text_embeddings)
         text, report["text"] = align_text_embeddings(ids, vectors, data.item_ids, str(item_text_embeddings))
-    encoded: dict[str, FeatureTensors | None] = {}
+    encoded: dict[str, FeatureArrays | None] = {}
     for kind, frame in frames.items():
         extra = text if kind == "items" else None
         if frame is None and extra is not None:
@@ -315,9 +315,9 @@ def encode_features(
             encoded[kind] = None
             continue
         _check_rows(frame, data.num_items if kind == "items" else data.num_users, kind)
-        tensors, report[kind] = encode_table(frame, columns[kind], kinds, extra)
-        encoded[kind] = tensors if tensors else None
-        log.info("%s features: %s; skipped %s", kind, tensors.describe(), report[kind]["skipped"] or "none")
+        arrays, report[kind] = encode_table(frame, columns[kind], kinds, extra)
+        encoded[kind] = arrays if arrays else None
+        log.info("%s features: %s; skipped %s", kind, arrays.describe(), report[kind]["skipped"] or "none")
     return encoded["items"], encoded["users"], report
 
 

@@ -1,19 +1,32 @@
 """Vectorised negative sampling that never returns an item the user interacted with."""
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
+
+from data_modules.known_pairs import KnownPairs
+
+
+class DrawsNegatives(Protocol):
+    """Anything a training set can draw its negatives from (a curriculum swaps in its own)."""
+
+    num_items: int
+
+    def sample(self, users: np.ndarray, num: int, rng: np.random.Generator) -> np.ndarray:
+        """``[len(users), num]`` items that are not known pairs of their users."""
 
 
 class NegativeSampler:
     """Draws items per user from ``probs`` (uniform when None), rejecting known items.
 
-    Known (user, item) pairs are kept as sorted int64 keys ``user * num_items + item``
-    so membership of a whole batch is one ``searchsorted``.
+    Membership of a whole batch in the known pairs is one vectorised lookup
+    (:class:`~data_modules.known_pairs.KnownPairs`).
     """
 
     def __init__(self, users: np.ndarray, items: np.ndarray, num_items: int, probs: np.ndarray | None = None) -> None:
         self.num_items = num_items
-        self.known = np.unique(users.astype(np.int64) * num_items + items.astype(np.int64))
+        self.known = KnownPairs(users, items, num_items)
         self.set_probs(probs)
         counts = np.bincount(users, minlength=int(users.max()) + 1 if len(users) else 0)
         if len(counts) and counts.max() >= num_items:
@@ -40,9 +53,7 @@ class NegativeSampler:
         return np.minimum(np.searchsorted(self._cdf, rng.random(size), side="right"), self.num_items - 1)
 
     def is_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        keys = users.astype(np.int64) * self.num_items + items
-        pos = np.minimum(np.searchsorted(self.known, keys), len(self.known) - 1)
-        return self.known[pos] == keys
+        return self.known.contains(users, items)
 
     def sample(self, users: np.ndarray, num: int, rng: np.random.Generator, max_rounds: int = 100) -> np.ndarray:
         """[len(users), num] negatives; resamples only the rejected entries."""

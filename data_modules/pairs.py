@@ -6,16 +6,15 @@ never from the user's training items.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from data_modules.base import RecDataModule
 from data_modules.batching import BatchKey, batch_generator
+from data_modules.eval_spec import EvalSpec
 from data_modules.interactions import TRAIN, InteractionData
-from data_modules.negatives import NegativeSampler
+from data_modules.negatives import DrawsNegatives, NegativeSampler
 
 
 class PairTrainingSet(torch.utils.data.Dataset):
@@ -27,7 +26,7 @@ class PairTrainingSet(torch.utils.data.Dataset):
         self.users = users.astype(np.int64)
         self.items = items.astype(np.int64)
         self.num_negatives = num_negatives
-        self.sampler = NegativeSampler(self.users, self.items, num_items)
+        self.sampler: DrawsNegatives = NegativeSampler(self.users, self.items, num_items)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -53,15 +52,29 @@ class PairDataModule(RecDataModule):
     """
 
     def __init__(
-        self, data: InteractionData, evaluator: Any, batch_size: int = 256, num_negatives: int = 4, seed: int = 0
+        self,
+        data: InteractionData,
+        eval_spec: EvalSpec | None,
+        batch_size: int = 256,
+        num_negatives: int = 4,
+        seed: int = 0,
     ) -> None:
         if batch_size < 1 + num_negatives:
             raise ValueError(
                 f"batch_size={batch_size} cannot hold one positive and its {num_negatives} negatives; "
                 f"use batch_size >= {1 + num_negatives}"
             )
-        super().__init__(data, evaluator, batch_size // (1 + num_negatives), seed)
+        super().__init__(data, eval_spec, batch_size // (1 + num_negatives), seed)
         rows = data.rows(TRAIN)
         self.train_set = PairTrainingSet(
             rows["user"].to_numpy(), rows["item"].to_numpy(), data.num_items, num_negatives
         )
+
+    @property
+    def negative_sampler(self) -> DrawsNegatives | None:
+        """The sampler the training pairs draw their negatives from."""
+        return self.train_set.sampler
+
+    @negative_sampler.setter
+    def negative_sampler(self, sampler: DrawsNegatives) -> None:
+        self.train_set.sampler = sampler

@@ -140,18 +140,10 @@ def preprocess(
         user_codes, user_raw = _encode(frame["user"], "user")
         item_codes, item_raw = _encode(frame["item"], "item")
         frame["user"], frame["item"] = user_codes, item_codes
-        bar.set_postfix_str("threshold")
-        frame = _apply_threshold(frame, cfg, report)
-        bar.update()
-        bar.set_postfix_str("sort+dedup")
-        frame = _sort_and_dedup(frame, cfg, report)
-        bar.update()
-        bar.set_postfix_str("k-core")
-        frame = _kcore(frame, cfg, report)
-        bar.update()
-        bar.set_postfix_str("split")
-        frame = _split(frame, cfg, report)
-        bar.update()
+        for label, step in STEPS:
+            bar.set_postfix_str(label)
+            frame = step(frame, cfg, report)
+            bar.update()
         bar.set_postfix_str("remap")
         interactions, user_ids, item_ids = _remap(frame, user_raw, item_raw)
         bar.update()
@@ -464,10 +456,10 @@ def _encode(column: pd.Series, what: str) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.asarray(uniques)
 
 
-def map_raw_ids(id_map: np.ndarray, raw: np.ndarray) -> np.ndarray:
-    """Internal ids of raw ids (``id_map`` sorted, as produced here); ``-1`` where unknown."""
-    raw = np.asarray(raw)
-    pos = np.searchsorted(id_map, raw)
-    pos_clipped = np.minimum(pos, len(id_map) - 1)
-    found = id_map[pos_clipped] == raw
-    return np.where(found, pos_clipped, -1).astype(np.int64)
+# The table steps, in order; each takes and returns the frame and records what it did.
+STEPS = (
+    ("threshold", _apply_threshold),
+    ("sort+dedup", _sort_and_dedup),
+    ("k-core", _kcore),
+    ("split", _split),
+)

@@ -2,18 +2,18 @@
 
 Training examples are the last ``max_len`` (+1 for the shifted target) items of each
 user's TRAIN history, optionally tiled with sliding windows; batches are sliced from
-one pre-built tensor. Evaluation inputs come from the evaluator: validation sees the
-history up to the second-last item, test up to the last.
+one pre-built tensor. Evaluation rows come from the data module's
+:class:`~data_modules.eval_spec.EvalSpec`: validation sees the history up to the
+second-last item, test up to the last.
 """
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from data_modules.base import RecDataModule
 from data_modules.batching import BatchKey
+from data_modules.eval_spec import EvalSpec
 from data_modules.interactions import TRAIN, InteractionData
 from data_modules.sequence_windows import MaskedCollate, SequenceTrainingSet, causal_collate
 
@@ -73,7 +73,7 @@ class SequenceDataModule(RecDataModule):
     def __init__(
         self,
         data: InteractionData,
-        evaluator: Any,
+        eval_spec: EvalSpec | None,
         batch_size: int = 128,
         max_len: int = 200,
         objective: str = "causal",
@@ -82,6 +82,27 @@ class SequenceDataModule(RecDataModule):
         sliding_windows: bool | int = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(data, evaluator, batch_size, seed)
+        super().__init__(data, eval_spec, batch_size, seed)
         windows = SequenceTrainingSet(data.histories(TRAIN), max_len, sliding_windows)
         self.train_set = SequenceBatches(windows, objective, mask_prob, last_item_prob)
+
+    @property
+    def max_len(self) -> int | None:
+        """Most recent items each training window keeps (at most the windows' width)."""
+        return self.train_set.max_len
+
+    @max_len.setter
+    def max_len(self, value: int) -> None:
+        width = self.train_set.windows.max_len
+        if not 1 <= value <= width:
+            raise ValueError(f"max_len must lie in 1..{width} (the training windows' width), got {value}")
+        self.train_set.max_len = int(value)
+
+    @property
+    def mask_ratio(self) -> float | None:
+        """The cloze mask ratio (None for the causal objective)."""
+        return self.train_set.mask_prob
+
+    @mask_ratio.setter
+    def mask_ratio(self, value: float) -> None:
+        self.train_set.mask_prob = value

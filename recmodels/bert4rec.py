@@ -5,26 +5,28 @@ sides; recommendation appends [MASK] after the history and scores that position.
 
 Histories use ``-1`` for padding and :data:`MASK` (``-2``) for the mask token (the
 training collate writes ``-2`` at masked positions). The item table has two extra rows:
-``num_items`` (padding, all zero) and ``num_items + 1`` ([MASK]). Output scores are the
-dot product with the same item vectors plus an optional per-item bias.
+``num_items`` (padding, all zero) and ``num_items + 1`` ([MASK]); with an item encoder
+[MASK] is a learned vector instead. Output scores are the dot product with the same item
+vectors plus an optional per-item bias.
 """
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from recmodels.base import Context, Recommender
 from recmodels.feature_tensors import FeatureTensors
 from recmodels.item_encoder import ItemEncoder
-from recmodels.item_table import SharedItemTable
-from recmodels.sasrec import _check_encoder
-from recmodels.transformer import TransformerEncoder, embedding_scale, init_weights
+from recmodels.transformer_recommender import TransformerRecommender
 
 MASK = -2  # history value meaning "[MASK] token here"
 
 
-class BERT4Rec(SharedItemTable, Recommender):
+class BERT4Rec(TransformerRecommender):
     """Bidirectional transformer recommender; histories are left-padded with -1."""
+
+    num_special: ClassVar[int] = 2  # padding, [MASK]
 
     def __init__(
         self,
@@ -43,95 +45,37 @@ class BERT4Rec(SharedItemTable, Recommender):
         item_features: FeatureTensors | None = None,
         fusion: str = "sum",
     ) -> None:
-        super().__init__()
-        self.num_items = num_items
-        self.hidden = hidden
-        self.max_len = max_len
-        self.pad_row = num_items
-        self.mask_row = num_items + 1
-        self.scale = embedding_scale(hidden, scale_embeddings)
-        if item_features is not None:  # side features: item vectors from an ItemEncoder
-            if item_encoder is not None:
-                raise ValueError("pass item_encoder or item_features, not both")
-            item_encoder = item_features.encoder(hidden, fusion)
-        if item_encoder is not None:
-            _check_encoder(item_encoder, num_items, hidden)
-            self.item_encoder: ItemEncoder | None = item_encoder
-            self.item_emb = None
-            self.mask_emb = nn.Parameter(torch.zeros(hidden))
-        else:
-            self.item_encoder = None
-            self.item_emb = nn.Embedding(num_items + 2, hidden, padding_idx=self.pad_row)
-            self.mask_emb = None
-        self.output_bias = nn.Parameter(torch.zeros(num_items)) if output_bias else None
-        self.encoder = TransformerEncoder(
-            hidden,
-            num_blocks,
-            num_heads,
-            max_len,
-            dropout,
-            attn_dropout,
-            pre_ln,
-            causal=False,
-            ffn_mult=ffn_mult,
-            activation="gelu",
+        super().__init__(
+            num_items, hidden, num_blocks, num_heads, max_len, dropout, pre_ln, item_encoder,
+            scale_embeddings, attn_dropout, item_features, fusion,
+            causal=False, ffn_mult=ffn_mult, activation="gelu", output_bias=output_bias, tied_output=True,
         )
-        init_weights(self)
         if self.mask_emb is not None:
             nn.init.normal_(self.mask_emb, std=0.02)
 
+    @property
+    def mask_row(self) -> int:
+        """Table row of the [MASK] vector: right after the padding row."""
+        return self.num_items + 1
+
+    def _add_special_vectors(self) -> None:
+        """[MASK] is a table row without an encoder, a learned vector with one."""
+        self.mask_emb = nn.Parameter(torch.zeros(self.hidden)) if self.item_encoder is not None else None
+
     # ----- item side -----
-    def _input_embeddings(self, history: Tensor) -> Tensor:
-        is_mask = history == MASK
-        if self.item_encoder is not None:
-            x = self.item_encoder(history.clamp_min(0))
-            x = x.masked_fill((history < 0)[..., None], 0.0)
-            x = torch.where(is_mask[..., None], self.mask_emb.to(x.dtype), x)
-        else:
-            rows = torch.where(is_mask, self.mask_row, self.pad_row)
-            x = self.item_emb(torch.where(history >= 0, history, rows))
-        return x * self.scale if self.scale != 1.0 else x
+    def _table_rows(self, history: Tensor) -> Tensor:
+        special = torch.where(history == MASK, self.mask_row, self.pad_row)
+        return torch.where(history >= 0, history, special)
 
-    # ----- encoder -----
-    def forward(self, history: Tensor) -> Tensor:
-        """history [B,L] (-1 pad, -2 mask) -> hidden [B,min(L,max_len),d]; pad rows zero."""
-        history = history[:, -self.max_len :]
-        return self.encoder(self._input_embeddings(history), history != -1)
+    def _encoded_inputs(self, history: Tensor) -> Tensor:
+        x = super()._encoded_inputs(history)
+        return torch.where((history == MASK)[..., None], self.mask_emb.to(x.dtype), x)
 
-    def _append_mask(self, history: Tensor) -> Tensor:
+    def _valid(self, history: Tensor) -> Tensor:
+        """Real items and [MASK] positions; only padding is ignored."""
+        return history != -1
+
+    def _scoring_history(self, history: Tensor) -> Tensor:
         """History + a trailing [MASK], dropping the oldest position if at max_len."""
         mask = torch.full_like(history[:, :1], MASK)
         return torch.cat([history, mask], dim=1)[:, -self.max_len :]
-
-    # ----- Recommender API -----
-    def user_representation(self, context: Context) -> Tensor:
-        return self(self._append_mask(context["history"]))[:, -1]
-
-    def score_all(self, context: Context) -> Tensor:
-        scores = self.user_representation(context) @ self.item_table().T
-        return scores + self.output_bias if self.output_bias is not None else scores
-
-    def score_candidates(self, context: Context, candidates: Tensor) -> Tensor:
-        user = self.user_representation(context)
-        scores = torch.einsum("bd,bcd->bc", user, self.item_embeddings(candidates))
-        return scores + self.output_bias[candidates] if self.output_bias is not None else scores
-
-    # ----- incremental updates -----
-    def grow(self, num_items: int) -> dict[str, Tensor]:
-        """Room for ``num_items`` items: real rows keep their index, padding and [MASK]
-        move to the new end, new item rows are drawn like a fresh model's (bias 0)."""
-        from recmodels.growth import (
-            check_growth, fresh_normal, grown_embedding, grown_parameter, old_row_positions, refuse_encoder,
-        )
-
-        refuse_encoder(self)
-        check_growth("item", self.num_items, num_items)
-        rows = old_row_positions(self.num_items, num_items, num_special=2)
-        self.item_emb = grown_embedding(self.item_emb, num_items + 2, rows, fresh_normal)
-        moved = {"item_emb.weight": rows}
-        if self.output_bias is not None:
-            items = torch.arange(self.num_items)
-            self.output_bias = grown_parameter(self.output_bias, num_items, items, nn.init.zeros_)
-            moved["output_bias"] = items
-        self.num_items, self.pad_row, self.mask_row = num_items, num_items, num_items + 1
-        return moved

@@ -16,32 +16,30 @@ from recmodels.item_encoder import ItemEncoder
 
 
 class SharedItemTable:
-    """Mixin for models with ``num_items``, ``item_emb``, ``item_encoder`` and (optionally)
-    ``output_emb`` attributes."""
+    """Mixin for models with ``num_items``, ``item_emb``, ``item_encoder`` and
+    ``output_emb`` (None when tied) attributes."""
 
     num_items: int
     item_emb: nn.Embedding | None
     item_encoder: ItemEncoder | None
-
-    def _separate_output(self) -> nn.Embedding | None:
-        return getattr(self, "output_emb", None)  # a module attribute, absent when tied
+    output_emb: nn.Embedding | None
 
     def item_embeddings(self, ids: Tensor) -> Tensor:
         """Output vectors of real items (ids in 0..num_items-1) [..., d]."""
-        if (separate := self._separate_output()) is not None:
-            return separate(ids)
+        if self.output_emb is not None:
+            return self.output_emb(ids)
         return self.item_encoder(ids) if self.item_encoder is not None else self.item_emb(ids)
 
     def item_table(self) -> Tensor:
         """Output table [num_items, d]: special rows excluded (a view without an encoder)."""
-        if (separate := self._separate_output()) is not None:
-            return separate.weight
+        if self.output_emb is not None:
+            return self.output_emb.weight
         if self.item_encoder is not None:
             return self.item_encoder.table()
         return self.item_emb.weight[: self.num_items]
 
     def output_items(self) -> Tensor | Callable[[Tensor], Tensor]:
         """What the losses score against: the table itself, or a lookup with an encoder."""
-        if self.item_encoder is not None and self._separate_output() is None:
+        if self.item_encoder is not None and self.output_emb is None:
             return self.item_embeddings
         return self.item_table()

@@ -195,25 +195,26 @@ class _StreamedCrossEntropy(torch.autograd.Function):
         return grads[0], grads[1], grads[2], None, None, None
 
 
-class BinaryCrossEntropy(SequenceLoss):
-    """SASRec's loss: per target, -log s(x+) - sum_j log(1 - s(x-_j)), mean over targets.
-
-    ``num_negatives`` uniform negatives per positive (1 in the paper); with
-    ``exclude_positive`` they are drawn uniformly from the other items.
-    """
+class SigmoidLoss(SequenceLoss):
+    """Shared core of BCE and gBCE: each target scored against ``num_negatives`` uniform
+    negatives (drawn from the other items with ``exclude_positive``); subclasses only say
+    how the positive's and the negatives' scores become a loss (:meth:`from_scores`)."""
 
     def __init__(
         self,
         num_items: int,
-        num_negatives: int = 1,
-        exclude_positive: bool = True,
-        generator: torch.Generator | None = None,
+        num_negatives: int,
+        exclude_positive: bool,
+        generator: torch.Generator | None,
     ) -> None:
         super().__init__(num_items, generator)
-        if num_negatives < 1:
-            raise ValueError(f"num_negatives must be >= 1; got {num_negatives}")
+        self.check_num_negatives(num_negatives)
         self.num_negatives = num_negatives
         self.exclude_positive = exclude_positive
+
+    def check_num_negatives(self, num_negatives: int) -> None:
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1; got {num_negatives}")
 
     def sample_negatives(self, targets: Tensor) -> Tensor:
         """[N, num_negatives] uniform negatives (a seam tests can replace)."""
@@ -225,8 +226,32 @@ class BinaryCrossEntropy(SequenceLoss):
         negatives = self.sample_negatives(targets)
         scores = _row_scores(hidden, torch.cat([targets[:, None], negatives], 1), items, bias)
         scores = scores.float()
+        return self.from_scores(scores[:, 0], scores[:, 1:])
+
+    def from_scores(self, positive: Tensor, negatives: Tensor) -> Tensor:
+        """Loss from fp32 scores of the positives [N] and their negatives [N, k]."""
+        raise NotImplementedError
+
+
+class BinaryCrossEntropy(SigmoidLoss):
+    """SASRec's loss: per target, -log s(x+) - sum_j log(1 - s(x-_j)), mean over targets.
+
+    ``num_negatives`` uniform negatives per positive (1 in the paper). This is
+    (k+1) x :class:`GeneralizedBCE` at t=0, written with ``softplus``.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        num_negatives: int = 1,
+        exclude_positive: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(num_items, num_negatives, exclude_positive, generator)
+
+    def from_scores(self, positive: Tensor, negatives: Tensor) -> Tensor:
         # -log s(x) = softplus(-x); -log(1 - s(x)) = softplus(x)
-        per_target = F.softplus(-scores[:, 0]) + F.softplus(scores[:, 1:]).sum(1)
+        per_target = F.softplus(-positive) + F.softplus(negatives).sum(1)
         return per_target.mean()
 
 
@@ -297,7 +322,7 @@ class SampledSoftmax(SequenceLoss):
         return -F.log_softmax(logits, dim=1)[:, 0].mean()
 
 
-class GeneralizedBCE(SequenceLoss):
+class GeneralizedBCE(SigmoidLoss):
     """gBCE of gSASRec (Petrov & Macdonald, RecSys 2023), with k uniform negatives.
 
     With sampling rate alpha = k / (|I| - 1) and calibration t in [0, 1]:
@@ -306,8 +331,8 @@ class GeneralizedBCE(SequenceLoss):
         L_gBCE = -1/(k+1) * ( log(sigmoid(s+) ** beta) + sum_j log(1 - sigmoid(s-_j)) )
 
     averaged over target positions; log(sigmoid(s) ** beta) = beta * logsigmoid(s) is used
-    for stability. t=0 gives beta=1 (plain BCE, up to the 1/(k+1) factor); t=1 gives
-    beta=alpha. Negatives are drawn uniformly from the items other than the positive.
+    for stability. t=0 gives beta=1 (:class:`BinaryCrossEntropy` divided by k+1); t=1
+    gives beta=alpha. Negatives are drawn uniformly from the items other than the positive.
     """
 
     def __init__(
@@ -318,31 +343,23 @@ class GeneralizedBCE(SequenceLoss):
         exclude_positive: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(num_items, generator)
-        if not 1 <= num_negatives <= num_items - 1:
-            raise ValueError(
-                f"num_negatives must be in 1..num_items-1={num_items - 1}; got {num_negatives}"
-            )
+        super().__init__(num_items, num_negatives, exclude_positive, generator)
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"gBCE calibration t must lie in [0, 1]; got {t}")
-        self.num_negatives = num_negatives
         self.t = t
-        self.exclude_positive = exclude_positive
         alpha = num_negatives / (num_items - 1)
         self.alpha = alpha
         self.beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
-    def sample_negatives(self, targets: Tensor) -> Tensor:
-        """[N, num_negatives] uniform negatives (a seam tests can replace)."""
-        return _uniform_negatives(
-            targets, self.num_items, self.num_negatives, self.exclude_positive, self.generator
-        )
+    def check_num_negatives(self, num_negatives: int) -> None:
+        """The sampling rate alpha = k / (|I| - 1) must not exceed 1."""
+        if not 1 <= num_negatives <= self.num_items - 1:
+            raise ValueError(
+                f"num_negatives must be in 1..num_items-1={self.num_items - 1}; got {num_negatives}"
+            )
 
-    def forward(self, hidden, targets, items, bias=None):
-        negatives = self.sample_negatives(targets)
-        scores = _row_scores(hidden, torch.cat([targets[:, None], negatives], 1), items, bias)
-        scores = scores.float()
-        per_target = self.beta * F.logsigmoid(scores[:, 0]) + F.logsigmoid(-scores[:, 1:]).sum(1)
+    def from_scores(self, positive: Tensor, negatives: Tensor) -> Tensor:
+        per_target = self.beta * F.logsigmoid(positive) + F.logsigmoid(-negatives).sum(1)
         return -(per_target / (self.num_negatives + 1)).mean()
 
 
@@ -375,6 +392,7 @@ __all__ = [
     "LOSSES",
     "SequenceLoss",
     "FullCrossEntropy",
+    "SigmoidLoss",
     "BinaryCrossEntropy",
     "SampledSoftmax",
     "GeneralizedBCE",

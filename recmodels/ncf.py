@@ -26,30 +26,39 @@ def _init_embedding(num: int, dim: int) -> nn.Embedding:
     return emb
 
 
-def _grow_id_tables(model: "GMF | MLP", num_users: int, num_items: int) -> RowMap:
-    """Extend ``user_emb``/``item_emb`` in place; old rows keep their index and bits."""
-    old_users, old_items = model.user_emb.num_embeddings, model.item_emb.num_embeddings
-    check_growth("user", old_users, num_users)
-    check_growth("item", old_items, num_items)
-    users, items = torch.arange(old_users), torch.arange(old_items)
-    model.user_emb = grown_embedding(model.user_emb, num_users, users, _paper_normal)
-    model.item_emb = grown_embedding(model.item_emb, num_items, items, _paper_normal)
-    model.num_items = num_items
-    return {"user_emb.weight": users, "item_emb.weight": items}
-
-
 class _IdTables(PairwiseRecommender):
-    """A model with one user and one item embedding table (GMF, MLP)."""
+    """A model with one user and one item embedding table (GMF, MLP) and an output layer
+    ``out`` over its pairwise :meth:`features`."""
 
-    user_emb: nn.Embedding
-    item_emb: nn.Embedding
+    out: nn.Linear
+
+    def __init__(self, num_users: int, num_items: int, embed_dim: int) -> None:
+        super().__init__()
+        self.num_items = num_items
+        self.user_emb = _init_embedding(num_users, embed_dim)
+        self.item_emb = _init_embedding(num_items, embed_dim)
+
+    def features(self, users: Tensor, items: Tensor) -> Tensor:
+        """The vector ``out`` reads for each (user, item) pair (NeuMF fuses these)."""
+        raise NotImplementedError
+
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+        return self.out(self.features(users, items)).squeeze(-1)
 
     def user_representation(self, context: Context) -> Tensor:
         return self.user_emb(context["user"])
 
     def grow(self, num_users: int, num_items: int) -> RowMap:
-        """Tables for ``num_users``/``num_items`` ids; new rows drawn like fresh ones."""
-        return _grow_id_tables(self, num_users, num_items)
+        """Tables for ``num_users``/``num_items`` ids; old rows keep their index and bits,
+        new rows are drawn like fresh ones."""
+        old_users, old_items = self.user_emb.num_embeddings, self.item_emb.num_embeddings
+        check_growth("user", old_users, num_users)
+        check_growth("item", old_items, num_items)
+        users, items = torch.arange(old_users), torch.arange(old_items)
+        self.user_emb = grown_embedding(self.user_emb, num_users, users, _paper_normal)
+        self.item_emb = grown_embedding(self.item_emb, num_items, items, _paper_normal)
+        self.num_items = num_items
+        return {"user_emb.weight": users, "item_emb.weight": items}
 
     def embedding_penalty(self, users: Tensor, items: Tensor) -> Tensor:
         """Mean squared norm of the user and item rows this batch looks up.
@@ -64,17 +73,11 @@ class GMF(_IdTables):
     """Generalised matrix factorisation: h^T (p_u * q_i)."""
 
     def __init__(self, num_users: int, num_items: int, embed_dim: int = 8) -> None:
-        super().__init__()
-        self.num_items = num_items
-        self.user_emb = _init_embedding(num_users, embed_dim)
-        self.item_emb = _init_embedding(num_items, embed_dim)
+        super().__init__(num_users, num_items, embed_dim)
         self.out = nn.Linear(embed_dim, 1)
 
     def features(self, users: Tensor, items: Tensor) -> Tensor:
         return self.user_emb(users) * self.item_emb(items)
-
-    def forward(self, users: Tensor, items: Tensor) -> Tensor:
-        return self.out(self.features(users, items)).squeeze(-1)
 
     def score_all(self, context: Context) -> Tensor:
         folded = self.user_emb(context["user"]) * self.out.weight  # [B, d]
@@ -111,18 +114,12 @@ class MLP(_IdTables):
     def __init__(
         self, num_users: int, num_items: int, embed_dim: int = 32, layers: Sequence[int] = (64, 32, 16, 8)
     ) -> None:
-        super().__init__()
-        self.num_items = num_items
-        self.user_emb = _init_embedding(num_users, embed_dim)
-        self.item_emb = _init_embedding(num_items, embed_dim)
+        super().__init__(num_users, num_items, embed_dim)
         self.tower = MLPTower(embed_dim, list(layers))
         self.out = nn.Linear(self.tower.out_dim, 1)
 
     def features(self, users: Tensor, items: Tensor) -> Tensor:
         return self.tower(self.user_emb(users), self.item_emb(items))
-
-    def forward(self, users: Tensor, items: Tensor) -> Tensor:
-        return self.out(self.features(users, items)).squeeze(-1)
 
     def score_all(self, context: Context) -> Tensor:
         hidden = self.tower.all_items(self.user_emb(context["user"]), self.item_emb.weight)

@@ -1,6 +1,8 @@
 """Most-popular baseline: every user gets the same ranking by training counts."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -8,7 +10,12 @@ from recmodels.base import Context, Recommender
 
 
 class MostPopular(Recommender):
-    """Scores items by how often they were interacted with in training."""
+    """Scores items by how often they were interacted with in training.
+
+    Reads no context values: any one key only tells it the batch size.
+    """
+
+    inputs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, num_items: int) -> None:
         super().__init__()

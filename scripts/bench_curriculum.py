@@ -245,7 +245,10 @@ def markdown(rows: list[dict[str, str]], header: str) -> str:
 
 
 def plot(results: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:
+        raise SystemExit("the benchmark's plots need matplotlib: pip install 'recflow[plots]'") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

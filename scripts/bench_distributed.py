@@ -33,8 +33,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from train.cli.configs import CONFIG_DIR
 
 CONFIGS: dict[str, tuple[list[str], int]] = {
     "single process": (["trainer=default", "trainer.accelerator=cpu"], 1),
@@ -61,14 +60,14 @@ def _worker(args: argparse.Namespace, overrides: list[str]) -> None:
     launch = detect_launch(os.environ)
     rank = launch.rank
     processes = [f"++trainer.devices={launch.devices_per_node}", f"++trainer.num_nodes={launch.nodes}"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, *processes])
     pl.seed_everything(cfg.seed, workers=True)
     data = instantiate(cfg.data)
     evaluator = instantiate(cfg.eval)
     model = build_with_data(cfg.model.net, data)
-    datamodule = instantiate_with(cfg.model.datamodule, data=data, evaluator=evaluator, seed=cfg.seed)
-    task = instantiate_with(cfg.model.task, model=model, evaluator=evaluator)
+    datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
+    task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
     timer = StepTimer(args.warmup)
     trainer = instantiate_with(
         cfg.trainer, callbacks=[timer], logger=False, max_epochs=-1, max_steps=args.warmup + args.steps,

@@ -31,9 +31,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # training runs start from the checkout
 
 VARIANTS = {"sasrec": ("sasrec", "sasrec_features"), "neumf": ("neumf", "neumf_features")}
 # Settings shared by both variants of a family (SASRec as in conf/experiment/sasrec_ce_ml1m).

@@ -24,11 +24,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data_modules.interactions import TEST, TRAIN, VAL, InteractionData  # noqa: E402
-from recmodels.base import Recommender  # noqa: E402
-from train.evaluation import Evaluator, RankingMetrics  # noqa: E402
+from data_modules.interactions import TEST, TRAIN, VAL, InteractionData
+from recmodels.base import Recommender
+from train.evaluation import Evaluator, RankingMetrics
 
 
 class DotProduct(Recommender):

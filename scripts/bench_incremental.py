@@ -26,29 +26,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from data_modules.interactions import InteractionData  # noqa: E402
-from data_modules.sources import movielens, synthetic  # noqa: E402
-from train.building import build_with_data  # noqa: E402
-from train.evaluation import Evaluator  # noqa: E402
-from train.training.incremental import TimeWindowProtocol, align_with_previous_run, warm_start  # noqa: E402
-from train.serving import load_recommender  # noqa: E402
-
-import hydra  # noqa: E402
+from data_modules.interactions import InteractionData
+from data_modules.sources import movielens, synthetic
+from train.building import build_with_data
+from train.cli.configs import CONFIG_DIR
+from train.evaluation import Evaluator
+from train.serving import load_recommender
+from train.training.incremental import TimeWindowProtocol, align_with_previous_run, warm_start
 
 DAY = 86_400
 MODELS = {
@@ -142,7 +137,7 @@ def run_config(args: argparse.Namespace, protocol: TimeWindowProtocol, stage: st
         "logger=none", "~callbacks.early_stopping", "callbacks.model_checkpoint.monitor=null",
         "eval.ks=[10]", "eval.metrics=[hr,ndcg]", f"seed={args.seed}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*common, *MODELS[args.model], *args.extra, *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)

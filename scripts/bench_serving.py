@@ -14,7 +14,6 @@ p50/p90/p99 latency (ms).
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import subprocess
@@ -26,9 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from train.runs.artifacts import load_run_artifacts  # noqa: E402
+from train.runs.artifacts import load_run_artifacts
 
 
 def free_port() -> int:
@@ -41,9 +38,7 @@ def start_server(run: str, port: int, threads: int | None) -> subprocess.Popen:
     args = [sys.executable, "-m", "train.cli.serve", f"run={Path(run).resolve()}", "host=127.0.0.1", f"port={port}"]
     if threads:
         args.append(f"threads={threads}")
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float = 180) -> dict:

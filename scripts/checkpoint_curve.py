@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
 import hydra
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from train.runs.checkpoints import load_weights  # noqa: E402
-from train.evaluation import evaluate  # noqa: E402
-from train.serving import load_recommender  # noqa: E402
+from train.evaluation import evaluate
+from train.runs.checkpoints import load_weights
+from train.serving import load_recommender
 
 EPOCH = re.compile(r"epoch(\d+)")
 

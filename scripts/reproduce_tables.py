@@ -92,10 +92,11 @@ def evaluate_other_protocol(run_dir: Path, eval_config: str) -> dict[str, float]
     import torch
     from hydra import compose, initialize_config_dir
 
+    from train.cli.configs import CONFIG_DIR
     from train.evaluation import evaluate
     from train.serving.loading import load_recommender
 
-    with initialize_config_dir(config_dir=str(REPO / "conf" / "eval"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(CONFIG_DIR) / "eval"), version_base="1.3"):
         evaluator = hydra.utils.instantiate(compose(config_name=eval_config))
     model, context = load_recommender(run_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"

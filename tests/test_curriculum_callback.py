@@ -50,7 +50,7 @@ def fit(tmp: Path, epochs: int, ckpt: str | None = None) -> tuple[BatchRecorder,
     pl.seed_everything(0, workers=True)
     data = interactions()
     evaluator = Evaluator(protocol="full", ks=(5,), metrics=("ndcg",))
-    module = PairDataModule(data, evaluator, batch_size=BATCH * 3, num_negatives=2, seed=1)
+    module = PairDataModule(data, evaluator.spec, batch_size=BATCH * 3, num_negatives=2, seed=1)
     task = PointwiseTask(GMF(data.num_users, data.num_items, 4), evaluator, optimizer=lambda params: torch.optim.Adam(params, lr=0.01))
     curriculum = CurriculumCallback({"name": "linear", "start": 0.25, "ramp_epochs": 2}, difficulty=TargetPopularity())
     recorder = BatchRecorder()

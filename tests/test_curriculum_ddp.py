@@ -55,7 +55,7 @@ if __name__ == "__main__":
     data = InteractionData(pd.DataFrame(rows, columns=["user", "item", "timestamp", "split"]), np.arange(60), np.arange(50))
     pl.seed_everything(0)
     evaluator = Evaluator(protocol="full", ks=(5,), metrics=("ndcg",))
-    module = PairDataModule(data, evaluator, batch_size=16, num_negatives=2, seed=1)
+    module = PairDataModule(data, evaluator.spec, batch_size=16, num_negatives=2, seed=1)
     task = PointwiseTask(GMF(60, 50, 4), evaluator, optimizer=lambda params: torch.optim.Adam(params, lr=0.01))
     curriculum = CurriculumCallback(
         {{"name": "linear", "start": 0.3, "ramp_epochs": 2}}, difficulty=SelfPacedLoss(),

@@ -81,7 +81,7 @@ def test_mixed_sampler_never_returns_a_positive() -> None:
 
 def test_negative_schedule_and_knob_wiring() -> None:
     data = known_heavy_data(seed=3)
-    module = PairDataModule(data, evaluator=None, batch_size=4, num_negatives=3, seed=0)
+    module = PairDataModule(data, eval_spec=None, batch_size=4, num_negatives=3, seed=0)
     knob = NegativeHardness(hard_from=0.5, max_hard_fraction=0.6, max_popularity_weight=0.8, candidates=30, top_k=3, refresh_steps=10)
     curriculum = Curriculum({"name": "linear", "start": 0.5, "ramp_steps": 100}, knobs={"negatives": knob})
     curriculum.bind(module)
@@ -109,7 +109,7 @@ def test_negative_schedule_and_knob_wiring() -> None:
 
 
 def test_negative_knob_refuses_data_without_a_negative_sampler() -> None:
-    module = PairDataModule(known_heavy_data(), evaluator=None, batch_size=4, num_negatives=1)
+    module = PairDataModule(known_heavy_data(), eval_spec=None, batch_size=4, num_negatives=1)
     module.train_set.sampler = None
     with pytest.raises(ValueError, match="NegativeSampler"):
         Curriculum({"name": "linear", "start": 0.5, "ramp_steps": 10}, knobs=[NegativeHardness()]).bind(module)

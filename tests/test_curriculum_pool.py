@@ -28,7 +28,7 @@ def tiny_data(num_users: int = 30, num_items: int = 40, seed: int = 0) -> Intera
 
 
 def pair_module(batch_size: int = 8, data: InteractionData | None = None) -> PairDataModule:
-    return PairDataModule(data or tiny_data(), evaluator=None, batch_size=batch_size, num_negatives=2, seed=3)
+    return PairDataModule(data or tiny_data(), eval_spec=None, batch_size=batch_size, num_negatives=2, seed=3)
 
 
 def test_pool_size_is_ceil_without_float_error() -> None:
@@ -62,7 +62,7 @@ def test_sampler_yields_only_allowed_and_covers_all_at_full_competence() -> None
     module = pair_module()
     curriculum = Curriculum({"name": "linear", "start": 0.25, "ramp_steps": 40}, difficulty=TargetPopularity())
     curriculum.bind(module)
-    module.train_pool = lambda: curriculum.epoch_pool(step, epoch)
+    module.set_train_pool(lambda: curriculum.epoch_pool(step, epoch))
     n = module.num_train_examples()
     # independent expectation: the ceil(c N) examples whose target item is the most popular
     counts = module.data.item_popularity()
@@ -88,7 +88,7 @@ def test_two_ranks_get_disjoint_shards_of_the_same_pool() -> None:
         module._rank_world = lambda rank=rank: (rank, 2)  # what a 2-process trainer reports
         curriculum = Curriculum({"name": "root", "start": 0.3, "ramp_steps": 100}, difficulty=SequenceLength())
         curriculum.bind(module, world_size=2)
-        module.train_pool = lambda c=curriculum: c.epoch_pool(global_step=30, epoch=1)
+        module.set_train_pool(lambda c=curriculum: c.epoch_pool(global_step=30, epoch=1))
         sampler = module.make_train_sampler()
         sampler.set_epoch(1)
         pools.append(sampler.allowed)

@@ -123,3 +123,31 @@ def test_self_paced_pool_is_the_lowest_loss_examples() -> None:
     np.testing.assert_allclose(curriculum.scores, loss, rtol=1e-5)
     outside = np.setdiff1d(np.arange(len(last)), pool)
     assert len(pool) == math.ceil(0.4 * len(last)) and weights[last[pool]].min() >= weights[last[outside]].max()
+
+
+def test_data_modules_declare_what_a_curriculum_may_change() -> None:
+    from data_modules.curriculum_target import CurriculumTarget
+    from data_modules.negatives import NegativeSampler
+    from data_modules.pairs import PairDataModule
+
+    data = sequence_data()
+    causal, masked = module(data), module(data, objective="masked", mask_prob=0.3)
+    pairs = PairDataModule(data, None, batch_size=6, num_negatives=2)
+    assert all(isinstance(dm, CurriculumTarget) for dm in (causal, masked, pairs))
+    assert (causal.max_len, causal.mask_ratio, causal.negative_sampler) == (MAX_LEN, None, None)
+    assert masked.mask_ratio == pytest.approx(0.3)
+    masked.mask_ratio, masked.max_len = 0.4, 5
+    assert masked.train_set.mask_prob == pytest.approx(0.4) and masked.train_set.max_len == 5
+    assert isinstance(pairs.negative_sampler, NegativeSampler) and pairs.max_len is None
+    with pytest.raises(ValueError, match="max_len"):
+        causal.max_len = MAX_LEN + 1
+    with pytest.raises(ValueError, match="mask_prob"):
+        causal.mask_ratio = 0.2
+    with pytest.raises(ValueError, match="no negatives"):
+        causal.negative_sampler = pairs.negative_sampler
+    with pytest.raises(ValueError, match="windows"):
+        pairs.max_len = 4
+    with pytest.raises(ValueError, match="target"):
+        MaxLength(start=4, target="windows")
+    with pytest.raises(ValueError, match="CurriculumTarget"):
+        Curriculum({"name": "linear", "start": 0.5, "ramp_steps": 10}, difficulty=SequenceLength()).bind(object())

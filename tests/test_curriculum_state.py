@@ -43,7 +43,7 @@ class UserItemScores(Recommender):
 
 
 def build(interactions: InteractionData) -> tuple[PairDataModule, Curriculum]:
-    module = PairDataModule(interactions, evaluator=None, batch_size=8, num_negatives=2, seed=4)
+    module = PairDataModule(interactions, eval_spec=None, batch_size=8, num_negatives=2, seed=4)
     knob = NegativeHardness(hard_from=0.3, max_hard_fraction=0.5, candidates=10, top_k=3, refresh_steps=4)
     curriculum = Curriculum(PACING, difficulty=SelfPacedLoss(refresh_epochs=2), knobs={"negatives": knob})
     return module, curriculum
@@ -54,7 +54,7 @@ def run_epochs(module: PairDataModule, curriculum: Curriculum, model: UserItemSc
     record = []
     for epoch in epochs:
         model.set_epoch(epoch)
-        module.train_pool = lambda: curriculum.epoch_pool(step, epoch, model)
+        module.set_train_pool(lambda: curriculum.epoch_pool(step, epoch, model))
         sampler = module.make_train_sampler()
         sampler.set_epoch(epoch)
         curriculum.step(step, model)

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from data_modules.interactions import InteractionData
 from data_modules.preprocessing import PreprocessConfig
+from data_modules.sources import sequence_file
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 
@@ -70,3 +71,18 @@ def test_ncf_split(tmp_path):
     (tmp_path / "ml-1m.train.rating").write_text("0\t0\t5\t1\n0\t1\t5\t2\n0\t3\t1\t0\n")
     data = instantiate("ncf_split", root=str(tmp_path), cache=False)
     assert data.eval_negatives["test"].tolist() == [[3]]
+
+
+def test_an_unknown_source_option_names_the_valid_ones(tmp_path):
+    path = tmp_path / "seq.txt"
+    path.write_text("1 1\n1 2\n1 3\n")
+    with pytest.raises(TypeError, match=r"\['cach'\].*'cache', 'cache_dir'"):
+        sequence_file(path, cach=False)
+
+
+def test_ncf_split_always_uses_the_files_split(tmp_path):
+    (tmp_path / "ml-1m.test.rating").write_text("0\t2\t5\t3\n")
+    (tmp_path / "ml-1m.test.negative").write_text("(0,2)\t3\n")
+    (tmp_path / "ml-1m.train.rating").write_text("0\t0\t5\t1\n0\t1\t5\t2\n0\t3\t1\t0\n")
+    data = instantiate("ncf_split", root=str(tmp_path), cache=False, preprocess={"split": "ratio"})
+    assert data.report["preprocess"]["split"] == "given"

@@ -5,13 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data_modules.id_index import IdIndex
 from data_modules.interactions import TEST, TRAIN, VAL
-from data_modules.preprocessing import (
-    DataFormatError,
-    PreprocessConfig,
-    map_raw_ids,
-    preprocess,
-)
+from data_modules.preprocessing import DataFormatError, PreprocessConfig, preprocess
 
 
 def frame(rows, columns=("user", "item", "timestamp")) -> pd.DataFrame:
@@ -138,7 +134,7 @@ def test_dense_ids_follow_sorted_raw_ids():
     inter = data.interactions
     assert list(inter["user"]) == [0, 0, 1, 2]
     assert list(data.item_ids[inter["item"]]) == [9, 3, 7, 7]
-    assert list(map_raw_ids(data.item_ids, np.array([9, 4, 3]))) == [2, -1, 0]
+    assert list(IdIndex(data.item_ids, "item").lookup(np.array([9, 4, 3]))) == [2, -1, 0]
 
 
 def test_features_are_aligned_to_internal_ids():

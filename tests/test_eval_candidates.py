@@ -6,7 +6,7 @@ import pytest
 from test_eval_support import make_data, random_data
 
 from data_modules.interactions import TEST, VAL
-from train.evaluation import sample_negatives, split_candidates
+from data_modules.eval_candidates import sample_negatives, split_candidates
 
 
 def _chi_square(observed: np.ndarray, expected: np.ndarray) -> float:

@@ -17,6 +17,8 @@ from test_eval_support import (
 )
 
 from data_modules.interactions import PAD, TEST, TRAIN, VAL
+from data_modules.pairs import PairDataModule
+from recmodels.modes import eval_mode
 from train.evaluation import Evaluator, RankingMetrics, evaluate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -182,6 +184,30 @@ def test_evaluate_restores_training_mode() -> None:
     model = TableModel(torch.zeros(1, 5)).train()
     evaluate(model, data, TEST, Evaluator("full", ks=(1,)))
     assert model.training
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_restores_the_previous_mode_even_on_errors(training: bool) -> None:
+    model = TableModel(torch.zeros(1, 5)).train(training)
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        assert not model.training
+        raise RuntimeError("boom")
+    assert model.training is training
+
+
+@pytest.mark.parametrize("protocol", ["full", "sampled"])
+def test_data_module_serves_the_evaluation_rows_of_its_spec(protocol: str) -> None:
+    data = random_data(num_users=23, num_items=40, min_len=3, max_len=15, seed=8)
+    evaluator = Evaluator(protocol, ks=(5,), num_negatives=10, batch_size=6)
+    module = PairDataModule(data, evaluator.spec, batch_size=10, num_negatives=1)
+    for split, loader in ((VAL, module.val_dataloader()), (TEST, module.test_dataloader())):
+        expected = list(evaluator.dataloader(data, split))
+        got = list(loader)
+        assert len(got) == len(expected) > 1
+        for a, b in zip(got, expected):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="eval_spec"):
+        PairDataModule(data, None, batch_size=10, num_negatives=1).val_dataloader()
 
 
 @pytest.mark.parametrize(

@@ -36,9 +36,12 @@ def test_experiment_builds_on_tiny_data(name: str, tmp_path: Path) -> None:
     data = hydra.utils.instantiate(tiny_config(tmp_path).data)
     evaluator = hydra.utils.instantiate(cfg.eval)
     model = build_with_data(cfg.model.net, data)
-    datamodule = instantiate_with(cfg.model.datamodule, data=data, evaluator=evaluator, seed=cfg.seed)
-    task = instantiate_with(cfg.model.task, model=model, evaluator=evaluator)
+    datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
+    task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
     assert task.model is model and datamodule is not None
+    assert datamodule.eval_spec is evaluator.spec  # evaluation rows come from the data module
+    if hasattr(task, "item_popularity"):  # statistics arrive at construction, from the data
+        assert (task.item_popularity == data.item_popularity()).all()
     # The experiment's own model settings reached the module.
     if name == "gsasrec_ml1m":
         assert model.output_emb is not None and model.hidden == 128

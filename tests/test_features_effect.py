@@ -19,9 +19,16 @@ from data_modules.interactions import TEST, TRAIN, InteractionData
 from data_modules.preprocessing import preprocess
 from recmodels.feature_ncf import FeatureNeuMF
 from recmodels.sasrec import SASRec
+from train.building import feature_tensors
 from train.evaluation.evaluator import Evaluator, evaluate
 
 GENRES, WARM, COLD, USERS_PER_GENRE, TRAIN_LEN = 8, 10, 3, 20, 6
+
+
+def tensors(data, **kwargs):
+    """Item and user features of ``data`` as the models receive them."""
+    items, users, _ = encode_features(data, **kwargs)
+    return feature_tensors(items), feature_tensors(users)
 
 
 def cold_item_data(seed: int = 0) -> InteractionData:
@@ -108,7 +115,7 @@ def cold_ndcg(model, data: InteractionData) -> float:
 
 
 def test_feature_neumf_ranks_cold_items_by_their_genre(data: InteractionData) -> None:
-    items, users, _ = encode_features(data)
+    items, users = tensors(data)
     scores = {}
     for name, feats in {"ids": (None, None), "features": (items, users)}.items():
         torch.manual_seed(0)
@@ -123,7 +130,7 @@ def test_feature_neumf_ranks_cold_items_by_their_genre(data: InteractionData) ->
 
 
 def test_sasrec_with_item_features_ranks_cold_items_by_their_genre(data: InteractionData) -> None:
-    items, _, _ = encode_features(data, use=["genres"], users=False)
+    items, _ = tensors(data, use=["genres"], users=False)
     scores = {}
     for name, feats in {"ids": None, "features": items}.items():
         torch.manual_seed(0)

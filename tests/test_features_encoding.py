@@ -1,10 +1,9 @@
-"""Feature tables -> tensors: kinds, vocabularies, padding, standardisation, text files."""
+"""Feature tables -> arrays: kinds, vocabularies, padding, standardisation, text files."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from data_modules import cache
 from data_modules.features import (
@@ -45,41 +44,43 @@ def test_detect_kind_follows_the_documented_rules() -> None:
 
 
 def test_multi_valued_codes_are_sorted_and_padded_with_minus_one() -> None:
-    tensors, report = encode_table(item_table(), ["genres"])
-    assert tensors.vocabularies["genres"] == ["Action", "Comedy", "Drama", "War"]
-    expected = torch.tensor([[2, 0, -1], [-1, -1, -1], [-1, -1, -1], [0, -1, -1], [1, 2, 3]])
-    torch.testing.assert_close(tensors.categorical["genres"], expected)
-    assert tensors.multi_valued == {"genres": True} and tensors.cardinalities == {"genres": 4}
+    arrays, report = encode_table(item_table(), ["genres"])
+    assert arrays.vocabularies["genres"] == ["Action", "Comedy", "Drama", "War"]
+    expected = np.array([[2, 0, -1], [-1, -1, -1], [-1, -1, -1], [0, -1, -1], [1, 2, 3]])
+    np.testing.assert_array_equal(arrays.categorical["genres"], expected)
+    assert arrays.categorical["genres"].dtype == np.int64
+    assert arrays.multi_valued == {"genres": True} and arrays.cardinalities == {"genres": 4}
     assert report["used"]["genres"]["missing"] == 2
 
 
 def test_categorical_codes_and_numeric_standardisation_by_hand() -> None:
-    tensors, report = encode_table(item_table(), ["code", "rating"], kinds={})
-    torch.testing.assert_close(tensors.categorical["code"], torch.tensor([1, 0, 1, -1, 0]))
-    assert tensors.vocabularies["code"] == ["3", "7"]
+    arrays, report = encode_table(item_table(), ["code", "rating"], kinds={})
+    np.testing.assert_array_equal(arrays.categorical["code"], [1, 0, 1, -1, 0])
+    assert arrays.vocabularies["code"] == ["3", "7"]
     known = np.array([3.5, 4.0, 2.5, 4.5])
     expected = np.array([3.5, 4.0, 2.5, known.mean(), 4.5])
     expected = (expected - known.mean()) / known.std()
-    torch.testing.assert_close(tensors.numeric[:, 0], torch.tensor(expected, dtype=torch.float32))
-    assert tensors.numeric_names == ["rating"] and report["used"]["rating"]["missing"] == 1
+    np.testing.assert_array_equal(arrays.numeric[:, 0], expected.astype(np.float32))
+    assert arrays.numeric.dtype == np.float32
+    assert arrays.numeric_names == ["rating"] and report["used"]["rating"]["missing"] == 1
 
 
 def test_all_skips_identifiers_and_free_text_with_reasons_but_explicit_names_encode() -> None:
     frame = pd.concat([item_table()] * 20, ignore_index=True)
     frame["movie_id"] = pd.array(np.arange(len(frame)), dtype="Int64")
     frame["title"] = [f"title {i}" for i in range(len(frame))]
-    tensors, report = encode_table(frame)
+    arrays, report = encode_table(frame)
     assert set(report["skipped"]) == {"movie_id", "title"}
     assert "identifier" in report["skipped"]["movie_id"] and "free text" in report["skipped"]["title"]
-    assert sorted(tensors.categorical) == ["code", "flag", "genres", "year"]
-    assert tensors.numeric_names == ["rating"]
+    assert sorted(arrays.categorical) == ["code", "flag", "genres", "year"]
+    assert arrays.numeric_names == ["rating"]
     explicit, _ = encode_table(frame, ["title"])
     assert explicit.cardinalities["title"] == len(frame)
 
 
 def test_feature_kinds_override_detection() -> None:
-    tensors, _ = encode_table(item_table(), ["year"], kinds={"year": "numeric"})
-    assert tensors.categorical == {} and tensors.numeric_names == ["year"]
+    arrays, _ = encode_table(item_table(), ["year"], kinds={"year": "numeric"})
+    assert arrays.categorical == {} and arrays.numeric_names == ["year"]
     with pytest.raises(ValueError, match="cannot be 'multi'"):
         encode_table(item_table(), ["year"], kinds={"year": "multi"})
 
@@ -120,8 +121,8 @@ def test_encoding_is_identical_after_a_cache_round_trip(tmp_path) -> None:
     for a, b in zip(encode_features(data)[:2], encode_features(again)[:2]):
         assert a.names == b.names and a.vocabularies == b.vocabularies
         for name in a.categorical:
-            torch.testing.assert_close(a.categorical[name], b.categorical[name])
-        torch.testing.assert_close(a.numeric, b.numeric)
+            np.testing.assert_array_equal(a.categorical[name], b.categorical[name])
+        np.testing.assert_array_equal(a.numeric, b.numeric)
 
 
 # --- text embeddings ---------------------------------------------------------------------
@@ -135,10 +136,10 @@ def test_text_embeddings_align_by_raw_id_in_every_file_format(tmp_path) -> None:
     np.savez(tmp_path / "t.npz", ids=ids, embeddings=vectors)
     pd.DataFrame({"item": ids, "embedding": list(vectors)}).to_parquet(tmp_path / "t.parquet")
     pd.DataFrame({"item": ids, "d0": vectors[:, 0], "d1": vectors[:, 1]}).to_parquet(tmp_path / "w.parquet")
-    expected = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, 0.0], [1.0, 2.0]])
+    expected = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, 0.0], [1.0, 2.0]], dtype=np.float32)
     for name in ("t.npy", "t.npz", "t.parquet", "w.parquet"):
         items, _, report = encode_features(data, use="none", item_text_embeddings=tmp_path / name)
-        torch.testing.assert_close(items.numeric, expected)
+        np.testing.assert_array_equal(items.numeric, expected)
         assert items.numeric_names == ["text", "text"] and items.categorical == {}
         assert report["text"] == {"items_without_text": 2, "unused_rows": 1}
     items, _, _ = encode_features(

@@ -12,10 +12,16 @@ from data_modules.features import encode_features
 from recmodels.bert4rec import BERT4Rec
 from recmodels.feature_ncf import FeatureNeuMF
 from recmodels.sasrec import SASRec
-from train.building import build_with_data
+from train.building import build_with_data, feature_tensors
 from tests.helpers import tiny_config
 
 B = 3
+
+
+def tensors(data, **kwargs):
+    """Item and user features of ``data`` as the models receive them."""
+    items, users, _ = encode_features(data, **kwargs)
+    return feature_tensors(items), feature_tensors(users)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,7 @@ def test_neumf_features_gets_item_and_user_tensors(setup, tmp_path) -> None:
 
 def test_feature_neumf_fast_paths_match_pairwise_forward(setup) -> None:
     _, data = setup
-    items, users, _ = encode_features(data)
+    items, users = tensors(data)
     for fusion in ("sum", "concat"):
         model = FeatureNeuMF(data.num_users, data.num_items, items, users, layers=(16, 8), fusion=fusion).eval()
         with torch.no_grad():
@@ -65,7 +71,7 @@ def test_feature_neumf_fast_paths_match_pairwise_forward(setup) -> None:
 
 def test_user_features_change_the_user_vector(setup) -> None:
     _, data = setup
-    items, users, _ = encode_features(data)
+    items, users = tensors(data)
     model = FeatureNeuMF(data.num_users, data.num_items, items, users, fusion="sum")
     enc = model.gmf_users
     with torch.no_grad():
@@ -112,7 +118,7 @@ def test_builder_errors_name_the_fix(setup, tmp_path) -> None:
 
 def test_sasrec_with_genres_adds_exactly_the_genre_table(setup) -> None:
     _, data = setup
-    items, _, _ = encode_features(data, use=["genres"], users=False)
+    items, _ = tensors(data, use=["genres"], users=False)
     with_features = SASRec(data.num_items, hidden=8, item_features=items)
     plain = SASRec(data.num_items, hidden=8)
     extra = sum(p.numel() for p in with_features.parameters()) - sum(p.numel() for p in plain.parameters())
@@ -135,3 +141,17 @@ def test_trained_run_reloads_with_the_same_features(tmp_path) -> None:
     for name in names:
         torch.testing.assert_close(saved[name], rebuilt[name])  # same codes and statistics
     assert model.score_all(ctx.user_context([0, 1, 2])).shape == (3, ctx.data.num_items)
+
+
+def test_models_get_tensors_of_exactly_the_encoded_arrays(setup) -> None:
+    """The data layer encodes to numpy; the builder's tensors hold the same values."""
+    _, data = setup
+    arrays, _, _ = encode_features(data, users=False)
+    items = feature_tensors(arrays)
+    assert feature_tensors(None) is None
+    assert items.num_rows == arrays.num_rows and items.numeric_dim == arrays.numeric_dim
+    assert items.cardinalities == arrays.cardinalities and items.multi_valued == arrays.multi_valued
+    for name, codes in arrays.categorical.items():
+        assert items.categorical[name].dtype == torch.long
+        assert items.categorical[name].tolist() == codes.tolist()
+    assert items.numeric.dtype == torch.float32 and items.numeric.numpy().tobytes() == arrays.numeric.tobytes()

@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from data_modules.interactions import TEST, TRAIN, VAL
+from recmodels.base import PairwiseRecommender
 from tests.serving_runs import randomise_, trained_run
 from train.runs.artifacts import ArtifactError, find_run_dir, load_run_artifacts
 from train.building import build_with_data
@@ -154,6 +155,20 @@ def test_bad_checkpoints_raise_checkpoint_error(run_dir: Path, tmp_path: Path) -
     torch.save({"state_dict": object.__new__(IdIndex)}, pickled)  # arbitrary object: refused
     with pytest.raises(CheckpointError, match="could not be read"):
         load_recommender(run_dir, ckpt=pickled)
+
+
+@pytest.mark.parametrize("model", ["neumf", "sasrec"])
+def test_context_carries_the_declared_inputs(model: str, request) -> None:
+    run = request.getfixturevalue("run_dir" if model == "neumf" else "sasrec_run")
+    net, ctx = load_recommender(run)
+    assert ctx.inputs == type(net).inputs == ({"user"} if model == "neumf" else {"history"})
+    assert set(ctx.user_context(np.arange(2))) >= ctx.inputs
+
+
+def test_a_model_without_declared_inputs_is_refused_at_load(run_dir: Path, monkeypatch) -> None:
+    monkeypatch.delattr(PairwiseRecommender, "inputs")
+    with pytest.raises(TypeError, match="NeuMF.inputs must be a frozenset"):
+        load_recommender(run_dir)
 
 
 def test_missing_artifacts_are_reported(tmp_path: Path) -> None:

@@ -194,6 +194,21 @@ def test_gbce_limits_and_validation() -> None:
         GeneralizedBCE(10, num_negatives=10)
 
 
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_bce_is_gbce_at_t0_times_k_plus_one(k: int, with_bias: bool) -> None:
+    hidden, table, bias, targets = tiny(seed=3)
+    bias = bias if with_bias else None
+    bce = make_loss("bce", I, num_negatives=k, generator=torch.Generator().manual_seed(5))
+    gbce = make_loss("gbce", I, num_negatives=k, t=0.0, generator=torch.Generator().manual_seed(5))
+    # The same seeded draws: both losses see the same negatives.
+    assert torch.equal(bce.sample_negatives(targets), gbce.sample_negatives(targets))
+    for items in item_sources(table):
+        torch.testing.assert_close(bce(hidden, targets, items, bias), (k + 1) * gbce(hidden, targets, items, bias))
+    with pytest.raises(ValueError, match="num_negatives"):
+        BinaryCrossEntropy(I, num_negatives=0)
+
+
 def test_make_loss_names_and_errors() -> None:
     assert isinstance(make_loss("gbce", 50, num_negatives=4, t=0.5), GeneralizedBCE)
     with pytest.raises(ValueError, match=r"unknown loss 'softmax'.*bce.*ce.*gbce.*sampled_softmax"):

@@ -70,3 +70,22 @@ def test_pair_batches_resample_negatives_per_epoch() -> None:
     later = data[BatchKey(1, 0, idx, 0)]
     assert (first["item"] == same["item"]).all()
     assert not (first["item"][16:] == later["item"][16:]).all()
+
+
+def test_known_pairs_is_one_membership_for_training_and_evaluation() -> None:
+    from data_modules.eval_candidates import known_keys
+    from data_modules.known_pairs import KnownPairs
+    from test_eval_support import random_data
+
+    data = random_data(num_users=30, num_items=25, min_len=3, max_len=12, seed=4)
+    frame = data.interactions
+    users, items = frame["user"].to_numpy(), frame["item"].to_numpy()
+    known = KnownPairs(users, items, data.num_items)
+    np.testing.assert_array_equal(known_keys(data), known.keys)
+    grid_users, grid_items = np.divmod(np.arange(data.num_users * data.num_items), data.num_items)
+    expected = {(int(u), int(i)) for u, i in zip(users, items)}
+    got = known.contains(grid_users, grid_items)
+    assert {(int(u), int(i)) for u, i in zip(grid_users[got], grid_items[got])} == expected
+    sampler = NegativeSampler(users, items, data.num_items)
+    np.testing.assert_array_equal(sampler.is_known(grid_users, grid_items), got)
+    assert not KnownPairs(np.zeros(0, int), np.zeros(0, int), 5).contains(np.array([0, 1]), np.array([2, 3])).any()

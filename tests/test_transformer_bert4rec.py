@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_modules import sequence
+from data_modules import sequence_windows
 from data_modules.interactions import Histories
 from data_modules.sequence_windows import SequenceTrainingSet, masked_collate
 from recmodels import bert4rec
@@ -38,7 +38,7 @@ def small_model(**kw) -> BERT4Rec:
 
 
 def test_mask_token_agrees_between_model_and_collate() -> None:
-    assert bert4rec.MASK == sequence.MASK == -2
+    assert bert4rec.MASK == sequence_windows.MASK == -2
 
 
 def test_score_all_scores_a_mask_appended_after_the_history() -> None:

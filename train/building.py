@@ -7,21 +7,25 @@ to whichever constructor asks for them by name.
 Side features are opt-in per model config: when a ``model.net`` node has
 ``use_features`` (``all``, ``none`` or a list of columns; optional ``feature_kinds`` and
 ``item_text_embeddings``), those keys are taken out of the node, the data's feature
-tables are encoded (:func:`data_modules.features.encode_features`) and the tensors are
-passed as ``item_features``/``user_features`` to a constructor with those parameters.
-Models never receive DataFrames or paths.
+tables are encoded into numpy arrays (:func:`data_modules.features.encode_features`),
+turned into the model side's tensors (:func:`feature_tensors`) and passed as
+``item_features``/``user_features`` to a constructor with those parameters. Models never
+receive DataFrames or paths.
 """
 from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, open_dict
 
+from data_modules.feature_arrays import FeatureArrays
 from data_modules.features import encode_features
 from data_modules.interactions import InteractionData
+from recmodels.feature_tensors import FeatureTensors
 
 log = logging.getLogger(__name__)
 # model.net keys read here, never passed to the model (see the module docstring).
@@ -29,9 +33,14 @@ FEATURE_KEYS = ("use_features", "feature_kinds", "item_text_embeddings")
 FEATURE_PARAMS = ("item_features", "user_features")
 
 
-def data_facts(data: InteractionData) -> dict[str, Any]:
-    """Everything a model constructor may ask for by parameter name (features aside)."""
-    return {"num_users": data.num_users, "num_items": data.num_items}
+def data_facts(data: InteractionData) -> dict[str, Callable[[], Any]]:
+    """Everything a constructor (model, task) may ask for by parameter name, features
+    aside; each is computed only for a constructor that asks (popularity counts rows)."""
+    return {
+        "num_users": lambda: data.num_users,
+        "num_items": lambda: data.num_items,
+        "item_popularity": data.item_popularity,
+    }
 
 
 def feature_facts(node: DictConfig, target: Any, data: InteractionData) -> tuple[DictConfig, dict[str, Any]]:
@@ -60,11 +69,20 @@ def feature_facts(node: DictConfig, target: Any, data: InteractionData) -> tuple
         items="item_features" in wanted,
         users="user_features" in wanted,
     )
-    encoded = {"item_features": items, "user_features": users}
+    encoded = {"item_features": feature_tensors(items), "user_features": feature_tensors(users)}
     if all(encoded[name] is None for name in wanted):
         log.warning("model.net.use_features=%s: no usable side features in %s; the model uses ids only",
                     settings["use_features"], data.name)
     return node, {name: encoded[name] for name in wanted}
+
+
+def feature_tensors(arrays: FeatureArrays | None) -> FeatureTensors | None:
+    """The model side's form of encoded features: the data layer stays free of torch."""
+    if arrays is None:
+        return None
+    return FeatureTensors.from_arrays(
+        arrays.num_rows, arrays.categorical, arrays.cardinalities, arrays.multi_valued, arrays.numeric
+    )
 
 
 def _parameters(target: Any) -> dict[str, inspect.Parameter]:
@@ -94,5 +112,5 @@ def build_with_data(node: DictConfig, data: InteractionData, **extra: Any) -> An
     """Instantiate ``node`` passing the data facts its target accepts, plus ``extra``."""
     target = hydra.utils.get_object(node._target_)
     node, features = feature_facts(node, target, data)
-    kwargs = {k: v for k, v in _accepted(target, data_facts(data)).items() if k not in node}
+    kwargs = {k: fact() for k, fact in _accepted(target, data_facts(data)).items() if k not in node}
     return instantiate_with(node, **kwargs, **features, **extra)

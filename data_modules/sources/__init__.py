@@ -2,7 +2,9 @@
 
 Every source is a plain function usable as a Hydra ``_target_`` (see ``conf/data/``)
 and takes a ``preprocess`` mapping of :class:`~data_modules.preprocessing.PreprocessConfig`
-options. File-backed sources cache their result (``cache``/``cache_dir``).
+options. File-backed sources share their other options too (``max_bad_fraction``,
+``cache``/``cache_dir``, ``progress``: :class:`~data_modules.sources._common.SourceOptions`)
+and cache their result.
 """
 from data_modules.preprocessing import DataFormatError
 from data_modules.sources.movielens import movielens

@@ -1,32 +1,95 @@
-"""What every file-backed source shares: caching of its preprocessed result."""
+"""What every source shares: its options, the preprocess call and the cache.
+
+A reader only knows its file format: it turns files into a raw interaction table, side
+features by raw id and a read report. Filtering, dense ids, the split and the on-disk
+cache are the same for every source, so they are set up and run here.
+"""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypedDict
+
+import pandas as pd
 
 from data_modules.cache import load_or_build
 from data_modules.interactions import InteractionData
-from data_modules.preprocessing import PreprocessConfig
+from data_modules.preprocessing import PreprocessConfig, preprocess
 
 PreprocessArg = PreprocessConfig | Mapping[str, Any] | None
 
 
-def cached(
-    build: Callable[[], InteractionData],
-    *,
-    source: str,
-    name: str,
-    settings: Mapping[str, Any],
-    preprocess: PreprocessConfig,
-    files: Iterable[str | os.PathLike],
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
-    data_root: str | os.PathLike,
-) -> InteractionData:
-    """Build through the cache in ``cache_dir`` (default ``<data_root>/.cache``)."""
-    folder = None
-    if cache:
-        folder = Path(cache_dir) if cache_dir else Path(data_root) / ".cache"
-    key_settings = {"source": source, **settings, "preprocess": preprocess.to_dict()}
-    return load_or_build(build, name=name, settings=key_settings, files=list(files), cache_dir=folder)
+class SourceOptions(TypedDict, total=False):
+    """Keyword options of every file source (top-level keys of ``conf/data/*.yaml``).
+
+    ``preprocess``: :class:`PreprocessConfig` options; ``max_bad_fraction``: the share of
+    malformed lines skipped (and reported) before a file is refused; ``cache``/``cache_dir``:
+    keep the preprocessed result as Parquet (default folder: ``<data root>/.cache``);
+    ``progress``: progress bars (None: only for big inputs).
+    """
+
+    preprocess: PreprocessArg
+    max_bad_fraction: float
+    cache: bool
+    cache_dir: str | os.PathLike | None
+    progress: bool | None
+
+
+@dataclass(frozen=True)
+class Loader:
+    """One source's resolved options: preprocesses its tables and caches the result."""
+
+    name: str
+    config: PreprocessConfig
+    max_bad_fraction: float = 0.01
+    cache: bool = True
+    cache_dir: str | os.PathLike | None = None
+    progress: bool | None = None
+
+    @classmethod
+    def of(cls, name: str, options: Mapping[str, Any], **fixed: Any) -> Loader:
+        """Resolve ``options`` for data set ``name``; ``fixed`` preprocessing options
+        override the user's (a source whose files carry their own split)."""
+        known = {f.name for f in fields(cls)} - {"name", "config"} | {"preprocess"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown source option(s) {unknown}; valid options are {sorted(known)}")
+        settings = dict(options)
+        config = PreprocessConfig.of(settings.pop("preprocess", None))
+        return cls(name=name, config=replace(config, **fixed) if fixed else config, **settings)
+
+    def preprocess(
+        self,
+        raw: pd.DataFrame,
+        report: dict[str, Any],
+        item_features: pd.DataFrame | None = None,
+        user_features: pd.DataFrame | None = None,
+    ) -> InteractionData:
+        """Filter, remap and split the reader's raw table (see :mod:`data_modules.preprocessing`)."""
+        return preprocess(
+            raw,
+            self.config,
+            name=self.name,
+            item_features=item_features,
+            user_features=user_features,
+            source_report=report,
+            progress=self.progress,
+        )
+
+    def cached(
+        self,
+        build: Callable[[], InteractionData],
+        *,
+        source: str,
+        settings: Mapping[str, Any],
+        files: Iterable[str | os.PathLike],
+        data_root: str | os.PathLike,
+    ) -> InteractionData:
+        """Build through the cache in ``cache_dir`` (default ``<data_root>/.cache``); the
+        key covers ``source``, its ``settings``, the preprocessing options and ``files``."""
+        folder = None
+        if self.cache:
+            folder = Path(self.cache_dir) if self.cache_dir else Path(data_root) / ".cache"
+        key = {"source": source, **settings, "preprocess": self.config.to_dict()}
+        return load_or_build(build, name=self.name, settings=key, files=list(files), cache_dir=folder)

@@ -57,6 +57,24 @@ def read_feature_table(
     return frame, report
 
 
+def optional_feature_table(
+    path: str | os.PathLike | None,
+    key: str,
+    report: dict,
+    *,
+    key_dtype: str = "int",
+    max_bad_fraction: float = 0.01,
+) -> pd.DataFrame | None:
+    """The table at ``path`` (its read report stored as ``report[f"{key}_file"]``); None
+    when the source was given no such file."""
+    if not path:
+        return None
+    frame, report[f"{key}_file"] = read_feature_table(
+        path, key, key_dtype=key_dtype, max_bad_fraction=max_bad_fraction
+    )
+    return frame
+
+
 def split_lists(values: pd.Series, sep: str) -> pd.Series:
     """'a|b' -> ['a', 'b']; empty or '(no genres listed)' -> []."""
     parts = values.fillna("").astype(str).str.split(sep, regex=False)

@@ -71,6 +71,47 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8", progress: bool |
     return decode(read_bytes(path, progress), Path(path), encoding)
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of ``text``; a final newline does not start another (empty) line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def skipped_lines_report(
+    path: Path,
+    n_lines: int,
+    n_bad: int,
+    examples: list[str],
+    blank_lines: int,
+    max_bad_fraction: float,
+    *,
+    problem: str = "",
+    advice: str = "",
+) -> dict[str, Any]:
+    """Read report of a file whose ``n_bad`` malformed lines were skipped.
+
+    More than ``max_bad_fraction`` of them (or no line at all) is an error, because then
+    the format (separator, layout, file) is most likely wrong rather than a few lines
+    damaged; the message shows the first ``examples``.
+    """
+    if n_lines == 0 or n_bad > max_bad_fraction * n_lines:
+        raise DataFormatError(
+            f"{path}: {n_bad} of {n_lines} lines are malformed{problem} "
+            f"(more than max_bad_fraction={max_bad_fraction}). First ones:\n  "
+            + "\n  ".join(examples)
+            + f"\n{advice}"
+        )
+    report: dict[str, Any] = {"lines": n_lines, "skipped_lines": n_bad}
+    if n_bad:
+        report["bad_line_examples"] = examples
+        log.warning("%s: skipped %d malformed line(s) of %d, e.g. %s", path, n_bad, n_lines, examples[0])
+    if blank_lines:
+        report["blank_lines"] = blank_lines
+    return report
+
+
 def read_delimited(
     path: str | os.PathLike,
     *,
@@ -163,9 +204,7 @@ def _tolerant(
     max_bad_fraction: float,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Record-by-record parse that finds and explains every bad line."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = text_lines(text)
     first_line = 2 if header else 1
     if header:
         lines = lines[1:]
@@ -206,22 +245,11 @@ def _tolerant(
         f"{path}:{line_numbers[i]}: {reason}: {_clip(lines[i])!r}"
         for i, reason in sorted(reasons.items())[:MAX_EXAMPLES]
     ]
-    if n_records == 0 or n_bad > max_bad_fraction * n_records:
-        raise DataFormatError(
-            f"{path}: {n_bad} of {n_records} lines are malformed "
-            f"(more than max_bad_fraction={max_bad_fraction}). First ones:\n  "
-            + "\n  ".join(examples)
-            + f"\n{_hint(lines[wrong[0]] if len(wrong) else '', sep, names)}"
-        )
+    report = skipped_lines_report(
+        path, n_records, n_bad, examples, int(blank.sum()), max_bad_fraction,
+        advice=_hint(lines[wrong[0]] if len(wrong) else "", sep, names),
+    )
     frame = pd.DataFrame({c: v[~bad_value] for c, v in out.items()}).reset_index(drop=True)
-    report: dict[str, Any] = {"lines": n_records, "skipped_lines": n_bad}
-    if n_bad:
-        report["bad_line_examples"] = examples
-        log.warning(
-            "%s: skipped %d malformed line(s) of %d, e.g. %s", path, n_bad, n_records, examples[0]
-        )
-    if blank.any():
-        report["blank_lines"] = int(blank.sum())
     return frame, report
 
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Unpack
 
 import numpy as np
 import pandas as pd
 
 from data_modules.download import CHECKSUMS, fetch
 from data_modules.interactions import InteractionData
-from data_modules.preprocessing import PreprocessConfig, preprocess as run_preprocess
-from data_modules.sources._common import PreprocessArg, cached
+from data_modules.sources._common import Loader, SourceOptions
 from data_modules.sources._features import split_lists, split_title_year
 from data_modules.sources._reading import read_delimited
 
@@ -45,11 +44,7 @@ def movielens(
     base_url: str = BASE_URL,
     checksum: tuple[str, str] | list[str] | None = None,
     features: bool = True,
-    preprocess: PreprocessArg = None,
-    max_bad_fraction: float = 0.01,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool | None = None,
+    **options: Unpack[SourceOptions],
 ) -> InteractionData:
     """Load a MovieLens release as :class:`InteractionData`.
 
@@ -59,39 +54,22 @@ def movielens(
     """
     if name not in READERS:
         raise ValueError(f"unknown MovieLens release {name!r}; use one of {sorted(READERS)}")
-    cfg = PreprocessConfig.of(preprocess)
+    load = Loader.of(name, options)
     archive_url = url or f"{base_url.rstrip('/')}/{name}.zip"
-    folder = _locate(name, Path(root), download, archive_url, checksum, progress)
+    folder = _locate(name, Path(root), download, archive_url, checksum, load.progress)
     ratings_file, item_file, user_file = (folder / f if f else None for f in FILES[name])
     files = [p for p in (ratings_file, item_file, user_file) if p is not None and p.is_file()]
 
     def build() -> InteractionData:
-        ratings, source_report = READERS[name][0](ratings_file, max_bad_fraction, progress)
+        ratings, report = READERS[name][0](ratings_file, load.max_bad_fraction, load.progress)
         items = users = None
         if features:
-            items = _optional(item_file, READERS[name][1], "item", source_report, max_bad_fraction)
-            users = _optional(user_file, READERS[name][2], "user", source_report, max_bad_fraction)
-        return run_preprocess(
-            ratings,
-            cfg,
-            name=name,
-            item_features=items,
-            user_features=users,
-            source_report={"files": [str(p) for p in files], **source_report},
-            progress=progress,
-        )
+            items = _optional(item_file, READERS[name][1], "item", report, load.max_bad_fraction)
+            users = _optional(user_file, READERS[name][2], "user", report, load.max_bad_fraction)
+        return load.preprocess(ratings, {"files": [str(p) for p in files], **report}, items, users)
 
-    return cached(
-        build,
-        source="movielens",
-        name=name,
-        settings={"name": name, "features": features, "max_bad_fraction": max_bad_fraction},
-        preprocess=cfg,
-        files=files,
-        cache=cache,
-        cache_dir=cache_dir,
-        data_root=folder,
-    )
+    settings = {"name": name, "features": features, "max_bad_fraction": load.max_bad_fraction}
+    return load.cached(build, source="movielens", settings=settings, files=files, data_root=folder)
 
 
 def _locate(
@@ -159,12 +137,7 @@ def _items_100k(path: Path, max_bad: float) -> tuple[pd.DataFrame, dict]:
 
 
 def _users_100k(path: Path, max_bad: float) -> tuple[pd.DataFrame, dict]:
-    names = ["user", "age", "gender", "occupation", "zip"]
-    dtypes = {"user": "int", "age": "int", "gender": "str", "occupation": "str", "zip": "str"}
-    frame, report = read_delimited(
-        path, sep="|", names=names, dtypes=dtypes, encoding=LATIN1, max_bad_fraction=max_bad
-    )
-    return frame.set_index("user")[["gender", "age", "occupation", "zip"]], report
+    return _users(path, "|", ["user", "age", "gender", "occupation", "zip"], "str", max_bad)
 
 
 # --- ml-1m ---------------------------------------------------------------------------
@@ -179,12 +152,7 @@ def _items_1m(path: Path, max_bad: float) -> tuple[pd.DataFrame, dict]:
 
 
 def _users_1m(path: Path, max_bad: float) -> tuple[pd.DataFrame, dict]:
-    names = ["user", "gender", "age", "occupation", "zip"]
-    dtypes = {"user": "int", "gender": "str", "age": "int", "occupation": "int", "zip": "str"}
-    frame, report = read_delimited(
-        path, sep="::", names=names, dtypes=dtypes, encoding=LATIN1, max_bad_fraction=max_bad
-    )
-    return frame.set_index("user"), report
+    return _users(path, "::", ["user", "gender", "age", "occupation", "zip"], "int", max_bad)
 
 
 # --- ml-20m --------------------------------------------------------------------------
@@ -213,6 +181,19 @@ def _ratings(path: Path, sep: str, max_bad: float, progress, header: bool) -> tu
         progress=progress,
     )
     return frame, report
+
+
+def _users(
+    path: Path, sep: str, names: list[str], occupation: str, max_bad: float
+) -> tuple[pd.DataFrame, dict]:
+    """User table of a file whose fields are ``names``; the columns come out in ``dtypes``
+    order (gender, age, occupation, zip) whatever the file's order. Occupations are codes
+    in ml-1m and words in ml-100k."""
+    dtypes = {"user": "int", "gender": "str", "age": "int", "occupation": occupation, "zip": "str"}
+    frame, report = read_delimited(
+        path, sep=sep, names=names, dtypes=dtypes, encoding=LATIN1, max_bad_fraction=max_bad
+    )
+    return frame.set_index("user"), report
 
 
 def _movies(

@@ -13,22 +13,18 @@ already dense and 0-based, so internal ids equal NCF's ids unless filtering remo
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
 
+from data_modules.id_index import IdIndex
 from data_modules.interactions import TEST, TRAIN, VAL, InteractionData
-from data_modules.preprocessing import (
-    DataFormatError,
-    PreprocessConfig,
-    map_raw_ids,
-    preprocess as run_preprocess,
-)
-from data_modules.sources._common import PreprocessArg, cached
-from data_modules.sources._features import read_feature_table
-from data_modules.sources._reading import read_delimited, read_text, require_file
+from data_modules.preprocessing import DataFormatError
+from data_modules.sources._common import Loader, SourceOptions
+from data_modules.sources._features import optional_feature_table
+from data_modules.sources._reading import read_delimited, read_text, require_file, text_lines
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 DTYPES = {"user": "int", "item": "int", "rating": "float", "timestamp": "int"}
@@ -40,11 +36,7 @@ def ncf_split(
     name: str = "ml-1m",
     validation: str = "last",
     item_features_path: str | os.PathLike | None = None,
-    preprocess: PreprocessArg = None,
-    max_bad_fraction: float = 0.01,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool | None = None,
+    **options: Unpack[SourceOptions],
 ) -> InteractionData:
     """Load NCF's files; ``preprocess.split`` is always ``given`` (the files' split).
 
@@ -59,48 +51,33 @@ def ncf_split(
         require_file(root / f"{name}.{suffix}", hint)
         for suffix in ("train.rating", "test.rating", "test.negative")
     )
-    cfg = replace(PreprocessConfig.of(preprocess), split="given")
+    load = Loader.of(f"ncf-{name}", options, split="given")
     files = [train_path, test_path, neg_path]
     if item_features_path:
         files.append(Path(item_features_path))
 
     def build() -> InteractionData:
         train, train_report = read_delimited(
-            train_path, sep="\t", names=COLUMNS, dtypes=DTYPES, max_bad_fraction=max_bad_fraction,
-            progress=progress,
+            train_path, sep="\t", names=COLUMNS, dtypes=DTYPES, max_bad_fraction=load.max_bad_fraction,
+            progress=load.progress,
         )
         # Every test pair is needed: a damaged test file is an error, never a skip.
         test, _ = read_delimited(test_path, sep="\t", names=COLUMNS, dtypes=DTYPES, max_bad_fraction=0.0)
         negatives = read_negatives(neg_path, test)
         raw = _with_split(train, test, validation)
-        items = None
         report = {"train_file": train_report, "test_users": len(test)}
-        if item_features_path:
-            items, report["item_file"] = read_feature_table(item_features_path, "item")
-        data = run_preprocess(
-            raw, cfg, name=f"ncf-{name}", item_features=items, source_report=report, progress=progress
-        )
+        items = optional_feature_table(item_features_path, "item", report)
+        data = load.preprocess(raw, report, items)
         _attach_negatives(data, test["user"].to_numpy(), negatives)
         return data
 
-    return cached(
-        build,
-        source="ncf_split",
-        name=f"ncf-{name}",
-        settings={"name": name, "validation": validation, "max_bad_fraction": max_bad_fraction},
-        preprocess=cfg,
-        files=files,
-        cache=cache,
-        cache_dir=cache_dir,
-        data_root=root,
-    )
+    settings = {"name": name, "validation": validation, "max_bad_fraction": load.max_bad_fraction}
+    return load.cached(build, source="ncf_split", settings=settings, files=files, data_root=root)
 
 
 def read_negatives(path: Path, test: pd.DataFrame) -> np.ndarray:
     """``[len(test), n]`` raw negative ids, row ``k`` for ``test`` row ``k``; strict."""
-    lines = read_text(path).split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = text_lines(read_text(path))
     fields = pd.Series(lines).str.rstrip("\r").str.split("\t", regex=False)
     widths = fields.str.len().to_numpy()
     width = int(np.bincount(widths).argmax()) if len(widths) else 0
@@ -132,7 +109,7 @@ def read_negatives(path: Path, test: pd.DataFrame) -> np.ndarray:
         )
     if order.has_duplicates:
         raise DataFormatError(f"{path}: user {order[order.duplicated()][0]} has two lines")
-    rows = order.get_indexer(test["user"].to_numpy())
+    rows = IdIndex(users, "negatives user").lookup(test["user"].to_numpy())
     if (rows < 0).any():
         missing = test["user"].to_numpy()[rows < 0][0]
         raise DataFormatError(f"{path}: no negatives line for test user {missing}")
@@ -175,9 +152,9 @@ def _with_split(train: pd.DataFrame, test: pd.DataFrame, validation: str) -> pd.
 
 def _attach_negatives(data: InteractionData, test_users: np.ndarray, negatives: np.ndarray) -> None:
     """Store negatives as internal ids, one row per internal user."""
-    users = map_raw_ids(data.user_ids, test_users)
+    users = IdIndex(data.user_ids, "user").lookup(test_users)
     kept = users >= 0
-    items = map_raw_ids(data.item_ids, negatives[kept])
+    items = IdIndex(data.item_ids, "item").lookup(negatives[kept])
     if (items < 0).any():
         raise DataFormatError(
             f"{int((items < 0).sum())} test negatives are items that filtering removed or that "

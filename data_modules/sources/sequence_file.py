@@ -16,20 +16,23 @@ column is split on ``|`` into a list.
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
 
 from data_modules.interactions import InteractionData
-from data_modules.preprocessing import DataFormatError, PreprocessConfig, preprocess as run_preprocess
-from data_modules.sources._common import PreprocessArg, cached
-from data_modules.sources._features import read_feature_table
-from data_modules.sources._reading import MAX_EXAMPLES, read_text, require_file
-
-log = logging.getLogger(__name__)
+from data_modules.sources._common import Loader, SourceOptions
+from data_modules.sources._features import optional_feature_table
+from data_modules.sources._reading import (
+    MAX_EXAMPLES,
+    read_text,
+    require_file,
+    skipped_lines_report,
+    text_lines,
+)
 
 FORMATS = ("auto", "pairs", "rows")
 
@@ -41,52 +44,29 @@ def sequence_file(
     user_features_path: str | os.PathLike | None = None,
     numeric_ids: bool = True,
     name: str | None = None,
-    preprocess: PreprocessArg = None,
-    max_bad_fraction: float = 0.01,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool | None = None,
+    **options: Unpack[SourceOptions],
 ) -> InteractionData:
     """Load a ``pairs``/``rows`` sequence file (see module docstring) as InteractionData."""
     if format not in FORMATS:
         raise ValueError(f"sequence_file format={format!r} is unknown; use one of {FORMATS}")
     path = require_file(path, "set data.path to a sequence file (`user item` per line)")
-    cfg = PreprocessConfig.of(preprocess)
+    load = Loader.of(name or path.stem, options)
     feature_paths = [Path(p) for p in (item_features_path, user_features_path) if p]
-    dataset = name or path.stem
+    key_dtype = "int" if numeric_ids else "str"
 
     def build() -> InteractionData:
-        raw, report = read_sequences(path, format, numeric_ids, max_bad_fraction, progress)
-        key_dtype = "int" if numeric_ids else "str"
-        items = users = None
-        if item_features_path:
-            items, report["item_file"] = read_feature_table(
-                item_features_path, "item", key_dtype=key_dtype, max_bad_fraction=max_bad_fraction
+        raw, report = read_sequences(path, format, numeric_ids, load.max_bad_fraction, load.progress)
+        items, users = (
+            optional_feature_table(
+                file, key, report, key_dtype=key_dtype, max_bad_fraction=load.max_bad_fraction
             )
-        if user_features_path:
-            users, report["user_file"] = read_feature_table(
-                user_features_path, "user", key_dtype=key_dtype, max_bad_fraction=max_bad_fraction
-            )
-        return run_preprocess(
-            raw,
-            cfg,
-            name=dataset,
-            item_features=items,
-            user_features=users,
-            source_report=report,
-            progress=progress,
+            for file, key in ((item_features_path, "item"), (user_features_path, "user"))
         )
+        return load.preprocess(raw, report, items, users)
 
-    return cached(
-        build,
-        source="sequence_file",
-        name=dataset,
-        settings={"format": format, "numeric_ids": numeric_ids, "max_bad_fraction": max_bad_fraction},
-        preprocess=cfg,
-        files=[path, *feature_paths],
-        cache=cache,
-        cache_dir=cache_dir,
-        data_root=path.parent,
+    settings = {"format": format, "numeric_ids": numeric_ids, "max_bad_fraction": load.max_bad_fraction}
+    return load.cached(
+        build, source="sequence_file", settings=settings, files=[path, *feature_paths], data_root=path.parent
     )
 
 
@@ -98,9 +78,7 @@ def read_sequences(
     progress: bool | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Raw (user, item, timestamp=position) table and the read report."""
-    lines = read_text(path, progress=progress).split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = text_lines(read_text(path, progress=progress))
     widths = np.fromiter(map(len, map(str.split, lines)), dtype=np.int64, count=len(lines))
     tokens = np.array(" ".join(lines).split(), dtype=object)
     starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
@@ -180,24 +158,14 @@ def _report(
         + f": {lines[i][:80]!r}"
         for i in bad_lines[:MAX_EXAMPLES]
     ]
-    if n_lines == 0 or len(bad_lines) > max_bad * n_lines:
-        hint = ""
-        if wrong_width.any():
-            hint += "For `user item1 item2 ...` lines set format: rows. "
-        if (bad & ~wrong_width).any():
-            hint += "Ids must be integers; set numeric_ids: false for string ids. "
-        raise DataFormatError(
-            f"{path}: {len(bad_lines)} of {n_lines} lines are malformed for format={format!r} "
-            f"(more than max_bad_fraction={max_bad}). First ones:\n  "
-            + "\n  ".join(examples or ["(the file is empty)"])
-            + f"\n{hint}Fix or remove the lines, or raise max_bad_fraction to skip them."
-        )
-    report = {"format": format, "lines": n_lines, "skipped_lines": len(bad_lines)}
-    if len(bad_lines):
-        report["bad_line_examples"] = examples
-        log.warning(
-            "%s: skipped %d malformed line(s) of %d, e.g. %s", path, len(bad_lines), n_lines, examples[0]
-        )
-    if blank.any():
-        report["blank_lines"] = int(blank.sum())
-    return report
+    hint = ""
+    if wrong_width.any():
+        hint += "For `user item1 item2 ...` lines set format: rows. "
+    if (bad & ~wrong_width).any():
+        hint += "Ids must be integers; set numeric_ids: false for string ids. "
+    counts = skipped_lines_report(
+        path, n_lines, len(bad_lines), examples or ["(the file is empty)"], int(blank.sum()), max_bad,
+        problem=f" for format={format!r}",
+        advice=f"{hint}Fix or remove the lines, or raise max_bad_fraction to skip them.",
+    )
+    return {"format": format, **counts}

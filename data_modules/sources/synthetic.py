@@ -1,48 +1,26 @@
 """The default data source: generated data (see :mod:`data_modules.synthetic_generator`)."""
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from data_modules.interactions import InteractionData
-from data_modules.preprocessing import PreprocessConfig, preprocess as run_preprocess
-from data_modules.sources._common import PreprocessArg
+from data_modules.sources._common import Loader, PreprocessArg
 from data_modules.synthetic_generator import generate
+
+# The seed the generator uses when none is given, recorded in the report.
+DEFAULT_SEED = inspect.signature(generate).parameters["seed"].default
 
 
 def synthetic(
-    num_users: int = 1000,
-    num_items: int = 500,
-    num_clusters: int = 5,
-    min_length: int = 30,
-    max_length: int = 60,
-    seed: int = 0,
-    zipf_exponent: float = 1.0,
-    p_sequential: float = 0.6,
-    p_cluster: float = 0.3,
-    num_successors: int = 3,
-    num_genres: int = 8,
     name: str = "synthetic",
     preprocess: PreprocessArg = None,
     progress: bool | None = None,
+    **settings: Any,
 ) -> InteractionData:
-    """Generate and preprocess (leave-one-out by default); never cached, it is fast."""
-    tables = generate(
-        num_users=num_users,
-        num_items=num_items,
-        num_clusters=num_clusters,
-        min_length=min_length,
-        max_length=max_length,
-        seed=seed,
-        zipf_exponent=zipf_exponent,
-        p_sequential=p_sequential,
-        p_cluster=p_cluster,
-        num_successors=num_successors,
-        num_genres=num_genres,
-    )
-    return run_preprocess(
-        tables.raw,
-        PreprocessConfig.of(preprocess),
-        name=name,
-        item_features=tables.item_features,
-        user_features=tables.user_features,
-        source_report={"generator": "synthetic", "seed": seed, "rows": len(tables.raw)},
-        progress=progress,
-    )
+    """Generate (``settings``: the arguments of :func:`generate`) and preprocess
+    (leave-one-out by default); never cached, it is fast."""
+    tables = generate(**settings)
+    report = {"generator": "synthetic", "seed": settings.get("seed", DEFAULT_SEED), "rows": len(tables.raw)}
+    load = Loader.of(name, {"preprocess": preprocess, "progress": progress})
+    return load.preprocess(tables.raw, report, tables.item_features, tables.user_features)

@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Unpack
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from data_modules.interactions import InteractionData
-from data_modules.preprocessing import DataFormatError, PreprocessConfig, preprocess as run_preprocess
-from data_modules.sources._common import PreprocessArg, cached
-from data_modules.sources._features import read_feature_table
+from data_modules.preprocessing import DataFormatError
+from data_modules.sources._common import Loader, SourceOptions
+from data_modules.sources._features import optional_feature_table
 from data_modules.sources._reading import MAX_EXAMPLES, read_delimited, require_file
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,7 @@ def tabular(
     item_features_path: str | os.PathLike | None = None,
     user_features_path: str | os.PathLike | None = None,
     name: str | None = None,
-    preprocess: PreprocessArg = None,
-    max_bad_fraction: float = 0.01,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool | None = None,
+    **options: Unpack[SourceOptions],
 ) -> InteractionData:
     """Load a generic table. ``sep`` defaults to tab for ``.tsv`` files, else comma;
     ``names`` names the columns of a file without a header line (``header: false``)."""
@@ -51,48 +47,30 @@ def tabular(
     fmt = _format(path, format)
     roles = _roles(columns)
     sep = sep or ("\t" if path.suffix.lower() == ".tsv" else ",")
-    cfg = PreprocessConfig.of(preprocess)
+    load = Loader.of(name or path.stem, options)
     feature_paths = [Path(p) for p in (item_features_path, user_features_path) if p]
-    dataset = name or path.stem
 
     def build() -> InteractionData:
         if fmt == "parquet":
             raw, report = _read_parquet(path, roles)
         else:
-            raw, report = _read_csv(path, roles, sep, header, names, max_bad_fraction, progress)
-        raw = _convert(raw, path, max_bad_fraction, report)
-        key_dtype = {
-            role: "int" if pd.api.types.is_integer_dtype(raw[role]) else "str"
-            for role in ("user", "item")
-        }
-        items = users = None
-        if item_features_path:
-            items, report["item_file"] = read_feature_table(
-                item_features_path, "item", key_dtype=key_dtype["item"]
+            raw, report = _read_csv(path, roles, sep, header, names, load.max_bad_fraction, load.progress)
+        raw = _convert(raw, path, load.max_bad_fraction, report)
+        # Feature files are keyed like the interactions: integer ids stay integers.
+        items, users = (
+            optional_feature_table(
+                file, key, report, key_dtype="int" if pd.api.types.is_integer_dtype(raw[key]) else "str"
             )
-        if user_features_path:
-            users, report["user_file"] = read_feature_table(
-                user_features_path, "user", key_dtype=key_dtype["user"]
-            )
-        return run_preprocess(
-            raw, cfg, name=dataset, item_features=items, user_features=users,
-            source_report=report, progress=progress,
+            for file, key in ((item_features_path, "item"), (user_features_path, "user"))
         )
+        return load.preprocess(raw, report, items, users)
 
     settings: dict[str, Any] = {
         "format": fmt, "columns": roles, "sep": sep, "header": header, "names": names,
-        "max_bad_fraction": max_bad_fraction,
+        "max_bad_fraction": load.max_bad_fraction,
     }
-    return cached(
-        build,
-        source="tabular",
-        name=dataset,
-        settings=settings,
-        preprocess=cfg,
-        files=[path, *feature_paths],
-        cache=cache,
-        cache_dir=cache_dir,
-        data_root=path.parent,
+    return load.cached(
+        build, source="tabular", settings=settings, files=[path, *feature_paths], data_root=path.parent
     )
 
 

@@ -13,8 +13,10 @@ from train.cli.configs import CONFIG_DIR
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve")
 def main(cfg: DictConfig) -> None:
-    import uvicorn
+    from train.extras import require
 
+    uvicorn = require("uvicorn", "serve", "recflow-serve")
+    require("fastapi", "serve", "recflow-serve")
     from train.serving.http import build_app
 
     app = build_app(cfg)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 import train.training.strategies  # noqa: F401  registers ${recflow.precision:} used by trainer configs
 from train.cli.configs import CONFIG_DIR
+from train.extras import check_sweeper_installed
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -34,6 +35,7 @@ def main() -> None:
     from train.training.distributed import prepare_argv
 
     sys.argv = prepare_argv(sys.argv)
+    check_sweeper_installed(sys.argv[1:])
     train_job()
 
 

@@ -1,8 +1,9 @@
 """Lightning glue: drives a :class:`Curriculum` from the trainer's global step.
 
-- ``setup``: binds the curriculum to ``trainer.datamodule``; if it restricts the pool,
-  installs the data module's ``train_pool`` hook and makes Lightning rebuild the
-  training loader every epoch (so the epoch length follows the pool size).
+- ``setup``: binds the curriculum to ``trainer.datamodule`` (a
+  :class:`~data_modules.curriculum_target.CurriculumTarget`); if it restricts the pool,
+  hands the data module this callback's pool with ``set_train_pool`` and makes Lightning
+  rebuild the training loader every epoch (so the epoch length follows the pool size).
 - every epoch start and every batch end: moves to ``trainer.global_step`` and sets the
   per-step knobs for the next batch, logging competence, active fraction and knob values.
 - ``state_dict``/``load_state_dict``: the schedule travels in checkpoints, so resuming
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from torch import nn
 
@@ -37,6 +39,7 @@ class CurriculumCallback(pl.Callback):
         self.curriculum = Curriculum(pacing, difficulty, knobs)
         self.log_prefix = log_prefix
         self._trainer: pl.Trainer | None = None
+        self._module: pl.LightningModule | None = None
         self._values: dict[str, float] = {}
 
     # -- wiring -----------------------------------------------------------------------
@@ -46,19 +49,19 @@ class CurriculumCallback(pl.Callback):
         datamodule = trainer.datamodule
         if datamodule is None:
             raise ValueError("the curriculum needs the data module: call trainer.fit(task, datamodule=...)")
-        self._trainer = trainer
+        self._trainer, self._module = trainer, pl_module
         self.curriculum.bind(datamodule, trainer.world_size, trainer.accumulate_grad_batches)
         if self.curriculum.difficulty is not None:
-            if not hasattr(datamodule, "train_pool"):
-                raise ValueError(
-                    f"{type(datamodule).__name__} has no `train_pool` hook; derive it from "
-                    "data_modules.base.RecDataModule and build its sampler with make_train_sampler()"
-                )
-            datamodule.train_pool = lambda: self.curriculum.epoch_pool(
-                trainer.global_step, trainer.current_epoch, _model(pl_module), self._broadcast
-            )
+            datamodule.set_train_pool(self.epoch_pool)
             if not trainer.reload_dataloaders_every_n_epochs:
                 trainer.reload_dataloaders_every_n_epochs = 1  # epoch length follows the pool
+
+    def epoch_pool(self) -> np.ndarray | None:
+        """The examples the epoch starting now may draw (asked when its loader is built)."""
+        trainer = self._trainer
+        return self.curriculum.epoch_pool(
+            trainer.global_step, trainer.current_epoch, _model(self._module), self._broadcast
+        )
 
     def _broadcast(self, obj: Any) -> Any:
         trainer = self._trainer

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from data_modules.batching import EpochBatchSampler
+from data_modules.curriculum_target import CurriculumTarget
 from recmodels.base import Recommender
 from train.curriculum.difficulty import Difficulty
 from train.curriculum.examples import TrainExamples, describe_examples
@@ -31,15 +32,20 @@ def _identity(obj: Any) -> Any:
     return obj
 
 
-def full_epoch_steps(datamodule: Any, world_size: int = 1, accumulate: int = 1) -> int:
+def full_epoch_steps(datamodule: CurriculumTarget, world_size: int = 1, accumulate: int = 1) -> int:
     """Optimiser steps of one pass over *all* training data on one rank (ramp_epochs unit)."""
-    count = getattr(datamodule, "num_train_examples", None)
-    num_examples = count() if count is not None else len(datamodule.train_set)
-    batch_size = getattr(datamodule, "batch_size", None)
-    if batch_size is None:
-        raise ValueError(f"{type(datamodule).__name__} has no batch_size; give the curriculum ramp in ramp_steps")
-    batches = len(EpochBatchSampler(num_examples, batch_size, world_size=world_size))
-    return max(1, math.ceil(batches / max(1, accumulate)))
+    sampler = EpochBatchSampler(datamodule.num_train_examples(), datamodule.batch_size, world_size=world_size)
+    return max(1, math.ceil(len(sampler) / max(1, accumulate)))
+
+
+def check_target(datamodule: Any) -> CurriculumTarget:
+    """The data module, if it declares what a curriculum may change; a clear error if not."""
+    if not isinstance(datamodule, CurriculumTarget):
+        raise ValueError(
+            f"{type(datamodule).__name__} does not implement data_modules.curriculum_target.CurriculumTarget; "
+            "derive it from data_modules.base.RecDataModule and build its sampler with make_train_sampler()"
+        )
+    return datamodule
 
 
 class Curriculum:
@@ -70,15 +76,14 @@ class Curriculum:
         self._pending: dict[str, Any] | None = None
 
     # -- wiring -----------------------------------------------------------------------
-    def bind(self, datamodule: Any, world_size: int = 1, accumulate: int = 1) -> None:
+    def bind(self, datamodule: CurriculumTarget, world_size: int = 1, accumulate: int = 1) -> None:
         """Build the schedule for this data and attach the knobs (before the first epoch)."""
+        datamodule = check_target(datamodule)
         needs_epochs = self.pacing_config.get("ramp_epochs") is not None
         steps = full_epoch_steps(datamodule, world_size, accumulate) if needs_epochs else None
         self.scheduler = CurriculumScheduler(make_pacing(**self.pacing_config, steps_per_epoch=steps))
         self.world_size = world_size
-        data = getattr(datamodule, "data", None)
-        if data is None:
-            raise ValueError(f"{type(datamodule).__name__} has no `data`; a curriculum needs the InteractionData")
+        data = datamodule.data
         self.examples = describe_examples(datamodule.train_set, data.num_items, data.item_popularity())
         if self.difficulty is not None and not self.difficulty.dynamic:
             self.order = easiest_order(self.difficulty.score(self.examples))

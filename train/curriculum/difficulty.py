@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from data_modules.interactions import PAD
 from recmodels.base import Recommender
+from recmodels.modes import eval_mode
 from train.curriculum.examples import TrainExamples, row_chunks
 
 
@@ -93,13 +94,9 @@ class SelfPacedLoss(Difficulty):
             raise ValueError("the self-paced scorer needs the current model")
         kind = self._kind(examples)
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             chunks = row_chunks(len(examples), self.batch_size)
             losses = [self._batch_loss(model, examples, kind, rows, device) for rows in chunks]
-        finally:
-            model.train(was_training)
         return np.concatenate(losses) if losses else np.zeros(0)
 
     @staticmethod
@@ -117,4 +114,3 @@ class SelfPacedLoss(Difficulty):
             loss = F.cross_entropy(model.score_all(context).float(), target.clamp_min(0), reduction="none")
         loss = loss.masked_fill(target == PAD, 0.0)  # no target, nothing to learn: easiest
         return loss.cpu().numpy().astype(np.float64)
-

@@ -22,11 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_modules.curriculum_target import CurriculumTarget
 from data_modules.interactions import PAD, TRAIN
 from data_modules.negatives import NegativeSampler
 from recmodels.base import Recommender
+from recmodels.modes import eval_mode
 from train.curriculum.examples import TrainExamples, row_chunks
 from train.curriculum.knobs import Broadcast, Knob, interpolate
+
+HISTORY_LEN = 200  # training items a context-based model sees when mining hard negatives
 
 
 class HardNegativeMiner:
@@ -54,13 +58,9 @@ class HardNegativeMiner:
         repeat = np.zeros(pool.shape, dtype=bool)
         repeat[:, 1:] = pool[:, 1:] == pool[:, :-1]  # draws are with replacement
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             chunks = row_chunks(len(users), self.batch_size)
             best = [self._top(model, users, history, pool, repeat, rows, device) for rows in chunks]
-        finally:
-            model.train(was_training)
         cache = np.full((num_users, self.top_k), PAD, dtype=np.int64)
         if len(users):
             cache[users] = np.concatenate(best)
@@ -113,10 +113,10 @@ class MixedNegativeSampler:
 class NegativeHardness(Knob):
     """Knob driving the proposal mix and hard-negative share of a pair data set.
 
-    Needs the training set to sample negatives with a
-    :class:`~data_modules.negatives.NegativeSampler` stored as ``train_set.sampler``
-    (pairs for NCF). Sequence models that draw negatives inside their loss are not
-    covered: the curriculum changes data, never the model or the loss.
+    Needs a data module whose ``negative_sampler`` is a
+    :class:`~data_modules.negatives.NegativeSampler` (pairs for NCF). Sequence models
+    that draw negatives inside their loss are not covered: the curriculum changes data,
+    never the model or the loss.
     """
 
     name = "negatives"
@@ -161,15 +161,14 @@ class NegativeHardness(Knob):
         return interpolate(0.0, self.max_hard_fraction, (progress - self.hard_from) / (1.0 - self.hard_from))
 
     # -- wiring -----------------------------------------------------------------------
-    def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
-        train_set = datamodule.train_set
-        base = getattr(train_set, "sampler", None)
+    def attach(self, datamodule: CurriculumTarget, examples: TrainExamples | None) -> None:
+        base = datamodule.negative_sampler
         if isinstance(base, MixedNegativeSampler):
             base = base.base
         if not isinstance(base, NegativeSampler):
             raise ValueError(
-                f"the negatives curriculum needs a training set that draws negatives with a NegativeSampler "
-                f"(`train_set.sampler`), but {type(train_set).__name__} has none; use it with pair data (NCF)"
+                f"the negatives curriculum needs a data module that draws negatives with a NegativeSampler "
+                f"(`negative_sampler`), but {type(datamodule).__name__} has none; use it with pair data (NCF)"
             )
         counts = np.maximum(examples.item_counts.astype(np.float64), 0.0)
         self.popularity = counts**self.popularity_power
@@ -177,11 +176,11 @@ class NegativeHardness(Knob):
             self.popularity = np.ones(base.num_items)
         self.uniform = np.full(base.num_items, 1.0 / base.num_items)
         self.sampler = MixedNegativeSampler(base)
-        train_set.sampler = self.sampler
+        datamodule.negative_sampler = self.sampler
         self.miner = HardNegativeMiner(base, **self.miner_options)
         self.users = np.unique(examples.users)
-        self.history = _user_history(datamodule, self.users)
-        self.num_users = int(getattr(getattr(datamodule, "data", None), "num_users", self.users.max() + 1))
+        self.history = datamodule.data.histories(TRAIN).padded(self.users, HISTORY_LEN)
+        self.num_users = datamodule.data.num_users
 
     def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
         weight = self.popularity_weight(progress)
@@ -208,12 +207,3 @@ class NegativeHardness(Knob):
         self.last_refresh = state.get("last_refresh")
         cache = state.get("cache")
         self.sampler.cache = None if cache is None else np.asarray(cache.cpu().numpy(), dtype=np.int64)
-
-
-def _user_history(datamodule: Any, users: np.ndarray, max_len: int = 200) -> np.ndarray | None:
-    """Training histories for context-based models; None when the data is not at hand."""
-    data = getattr(datamodule, "data", None)
-    if data is None or not hasattr(data, "histories"):
-        return None
-    return data.histories(TRAIN).padded(users, max_len)
-

@@ -4,9 +4,10 @@ Unlike the pool (fixed when an epoch starts), a knob may change before every bat
 maximum sequence length, the BERT4Rec mask ratio, the negative-sampling mix. A knob's
 value is a pure function of the schedule's *progress* ``p`` (0 at the start competence,
 1 at full competence), so it needs no state of its own and every rank agrees on it.
-Knobs set attributes of the objects that build batches in the main process; batches
-built ahead by DataLoader workers would not see the change, hence the check in
-:func:`require_in_process_loading`.
+Knobs change the data module only through its declared
+:class:`~data_modules.curriculum_target.CurriculumTarget` settings, which act on the
+objects that build batches in the main process; batches built ahead by DataLoader
+workers would not see the change, hence the check in :func:`require_in_process_loading`.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from data_modules.curriculum_target import CurriculumTarget
 from recmodels.base import Recommender
 from train.curriculum.examples import TrainExamples
 
 Broadcast = Callable[[Any], Any]
+BATCHES = "train_set"  # the knob target configs name: the data module's training batches
 
 
 class Knob(ABC):
@@ -26,8 +29,8 @@ class Knob(ABC):
 
     name = "knob"
 
-    def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
-        """Find the object this knob drives; raise if it is missing."""
+    def attach(self, datamodule: CurriculumTarget, examples: TrainExamples | None) -> None:
+        """Check that the data module has the setting this knob drives; raise if not."""
 
     @abstractmethod
     def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
@@ -44,47 +47,44 @@ def interpolate(start: float, end: float, progress: float) -> float:
     return start + (end - start) * min(1.0, max(0.0, progress))
 
 
-def resolve(datamodule: Any, path: str) -> Any:
-    """``datamodule.a.b`` for ``path="a.b"``, with an error naming what is missing."""
-    node = datamodule
-    for part in path.split("."):
-        if not hasattr(node, part):
-            raise ValueError(
-                f"curriculum target '{path}' not found: {type(node).__name__} has no attribute '{part}'. "
-                "Use a data module that builds batches with that object, or set the knob's `target`"
-            )
-        node = getattr(node, part)
-    return node
+def check_target(target: str) -> str:
+    """Knobs drive the data module's training batches (``train_set``, as configs name them)
+    through its declared settings; there is no other object to name."""
+    if target != BATCHES:
+        raise ValueError(
+            f"a curriculum knob drives the data module's training batches ('{BATCHES}'), got target={target!r}; "
+            "knobs act through data_modules.curriculum_target.CurriculumTarget only"
+        )
+    return target
 
 
 class MaskRatio(Knob):
     """BERT4Rec mask ratio from ``start`` to ``end`` (e.g. 0.1 -> 0.2 masked items).
 
-    Drives the ``mask_prob`` of the training set (the masked-objective batches of
+    Drives the data module's ``mask_ratio`` (the masked-objective batches of
     :class:`~data_modules.sequence_module.SequenceDataModule`).
     """
 
     name = "mask_prob"
 
-    def __init__(self, start: float, end: float, target: str = "train_set") -> None:
+    def __init__(self, start: float, end: float, target: str = BATCHES) -> None:
         for value in (start, end):
             if not 0.0 < value < 1.0:
                 raise ValueError(f"mask ratios must lie in (0, 1), got start={start}, end={end}")
-        self.start, self.end, self.target = float(start), float(end), target
-        self.owner: Any = None
+        self.start, self.end, self.target = float(start), float(end), check_target(target)
+        self.datamodule: CurriculumTarget | None = None
 
-    def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
-        owner = resolve(datamodule, self.target)
-        if getattr(owner, "mask_prob", None) is None:
+    def attach(self, datamodule: CurriculumTarget, examples: TrainExamples | None) -> None:
+        if datamodule.mask_ratio is None:
             raise ValueError(
-                f"the mask-ratio curriculum needs masked batches with a `mask_prob` at '{self.target}'; "
-                f"{type(owner).__name__} has none (is the model BERT4Rec, objective=masked?)"
+                "the mask-ratio curriculum needs masked batches with a `mask_prob`; "
+                f"{type(datamodule).__name__} has none (is the model BERT4Rec, objective=masked?)"
             )
-        self.owner = owner
+        self.datamodule = datamodule
 
     def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
         value = interpolate(self.start, self.end, progress)
-        self.owner.mask_prob = value
+        self.datamodule.mask_ratio = value
         return {"mask_prob": value}
 
 
@@ -100,28 +100,28 @@ class MaxLength(Knob):
 
     name = "max_len"
 
-    def __init__(self, start: int, end: int | None = None, multiple_of: int = 1, target: str = "train_set") -> None:
+    def __init__(self, start: int, end: int | None = None, multiple_of: int = 1, target: str = BATCHES) -> None:
         if start < 1 or (end is not None and end < start) or multiple_of < 1:
             raise ValueError(
                 f"max_len schedule needs 1 <= start <= end and multiple_of >= 1; got {start}, {end}, {multiple_of}"
             )
-        self.start, self.end, self.multiple_of, self.target = int(start), end, int(multiple_of), target
-        self.owner: Any = None
+        self.start, self.end, self.multiple_of = int(start), end, int(multiple_of)
+        self.target = check_target(target)
+        self.datamodule: CurriculumTarget | None = None
 
-    def attach(self, datamodule: Any, examples: TrainExamples | None) -> None:
+    def attach(self, datamodule: CurriculumTarget, examples: TrainExamples | None) -> None:
         if examples is None or examples.history is None:
             raise ValueError("the max_len curriculum needs sequence windows (SASRec/BERT4Rec data), not pairs")
-        owner = resolve(datamodule, self.target)
-        if not hasattr(owner, "max_len"):
+        if datamodule.max_len is None:
             raise ValueError(
-                f"the max_len curriculum needs a training set that truncates batches to its `max_len`; "
-                f"{type(owner).__name__} at '{self.target}' has none"
+                "the max_len curriculum needs a data module that truncates batches to its `max_len`; "
+                f"{type(datamodule).__name__} has none"
             )
         width = examples.history.shape[1]
         self.end = width if self.end is None else min(int(self.end), width)
         if self.start > self.end:
             raise ValueError(f"max_len start {self.start} exceeds the windows' width {self.end}")
-        self.owner = owner
+        self.datamodule = datamodule
 
     def value(self, progress: float) -> int:
         raw = math.ceil(interpolate(self.start, float(self.end), progress) - 1e-9)
@@ -129,7 +129,7 @@ class MaxLength(Knob):
 
     def apply(self, progress: float, step: int, model: Recommender | None, broadcast: Broadcast) -> dict[str, float]:
         value = self.value(progress)
-        self.owner.max_len = value
+        self.datamodule.max_len = value
         return {"max_len": float(value)}
 
 

@@ -98,10 +98,6 @@ class StepPacing(Pacing):
         """Number of multiplications needed to go from ``start`` to 1."""
         return max(1, math.ceil(math.log(1.0 / self.start) / math.log(self.factor) - 1e-12))
 
-    @property
-    def step_length(self) -> float:
-        return self.ramp_steps / self.increments
-
     def _ramp(self, fraction: float) -> float:
         done = math.floor(fraction * self.increments + 1e-12)
         return self.start * self.factor**done

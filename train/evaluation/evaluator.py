@@ -19,10 +19,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from data_modules.interactions import SPLIT_CODES, TEST, VAL, InteractionData
+from data_modules.eval_spec import PROTOCOLS, EvalSpec, parse_split
+from data_modules.interactions import InteractionData
 from recmodels.base import Recommender
-from train.evaluation.batches import EvalRows, RangeBatches, shard_bounds
-from train.evaluation.candidates import SAMPLERS, split_candidates
+from recmodels.modes import eval_mode
 from train.evaluation.metrics import (
     DEFAULT_METRICS,
     RankingMetrics,
@@ -31,20 +31,15 @@ from train.evaluation.metrics import (
     pessimistic_rank,
 )
 
-PROTOCOLS = ("full", "sampled")
-
-
-def parse_split(split: int | str) -> int:
-    """``"val"``/``"test"`` or their codes -> the code; anything else is an error."""
-    code = SPLIT_CODES.get(split, split) if isinstance(split, str) else split
-    if code not in (VAL, TEST):
-        raise ValueError(f"can only evaluate split 'val' ({VAL}) or 'test' ({TEST}), got {split!r}")
-    return int(code)
+__all__ = ["PROTOCOLS", "Evaluator", "evaluate", "mask_known", "parse_split"]
 
 
 class Evaluator:
-    """Builds evaluation batches and turns model scores into :class:`RankingMetrics` updates.
+    """Turns model scores into :class:`RankingMetrics` updates.
 
+    Which rows and candidates are ranked is data, described by :attr:`spec`
+    (:class:`~data_modules.eval_spec.EvalSpec`), which the data modules use to serve
+    validation and test; the evaluator keeps the cutoffs, the metrics and the scoring.
     ``num_negatives`` is the number of sampled negatives; with ``sampler="given"``
     the width of the given lists is used instead. Coverage needs whole-catalogue
     top-k lists, so the sampled protocol leaves it out.
@@ -63,34 +58,20 @@ class Evaluator:
         num_workers: int = 0,
         val_sampler: str | None = None,
     ) -> None:
-        if val_sampler is not None and val_sampler not in SAMPLERS:
-            raise ValueError(f"unknown eval.val_sampler '{val_sampler}'; choose from {list(SAMPLERS)}")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown eval.protocol '{protocol}'; choose from {list(PROTOCOLS)}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown eval.sampler '{sampler}'; choose from {list(SAMPLERS)}")
-        for name, value in (("num_negatives", num_negatives), ("batch_size", batch_size),
-                            ("max_history", max_history)):
-            if int(value) <= 0:
-                raise ValueError(f"eval.{name} must be positive, got {value}")
-        if int(num_workers) < 0:
-            raise ValueError(f"eval.num_workers must be >= 0, got {num_workers}")
-        self.protocol, self.sampler = protocol, sampler
-        # Data sets such as NCF's ship candidates for the test split only; validation
-        # then draws its own (e.g. uniform) with the same list length.
-        self.val_sampler = val_sampler or sampler
         self.ks = check_ks(ks)
+        self.spec = EvalSpec(
+            protocol, num_negatives, sampler, seed, batch_size, max_history, num_workers, val_sampler,
+            max_k=max(self.ks),
+        )
         self.metrics = check_metrics(metrics)
-        self.num_negatives, self.seed = int(num_negatives), int(seed)
-        self.batch_size, self.max_history = int(batch_size), int(max_history)
-        self.num_workers = int(num_workers)
-        if protocol == "sampled" and sampler != "given" and max(self.ks) > self.num_negatives:
-            raise ValueError(
-                f"cutoff k={max(self.ks)} >= list length 1+{self.num_negatives}: every target "
-                "would be a hit; use smaller eval.ks or more eval.num_negatives"
-            )
-        self._given_width: int | None = None
-        self._cache: dict[tuple[int, int], tuple[InteractionData, np.ndarray]] = {}
+
+    @property
+    def protocol(self) -> str:
+        return self.spec.protocol
+
+    @property
+    def sampler(self) -> str:
+        return self.spec.sampler
 
     @property
     def protocol_name(self) -> str:
@@ -98,8 +79,9 @@ class Evaluator:
         if self.protocol == "full":
             return "full"
         if self.sampler == "given":
-            return "sampled-given" + ("" if self._given_width is None else f"-{self._given_width}")
-        return f"sampled-{self.sampler}-{self.num_negatives}"
+            width = self.spec.given_width
+            return "sampled-given" + ("" if width is None else f"-{width}")
+        return f"sampled-{self.sampler}-{self.spec.num_negatives}"
 
     def new_metrics(self, num_items: int) -> RankingMetrics:
         """A fresh metric collection matching this protocol."""
@@ -111,22 +93,8 @@ class Evaluator:
         return RankingMetrics(self.ks, num_items=num_items, metrics=metrics)
 
     def candidates(self, data: InteractionData, split: int) -> np.ndarray:
-        """``[rows, 1+N]`` candidates of ``split`` (target first); computed once per split."""
-        key = (id(data), split)
-        cached = self._cache.get(key)
-        if cached is None or cached[0] is not data:
-            sampler = self.val_sampler if split == VAL else self.sampler
-            cands = split_candidates(data, split, sampler, self.num_negatives, self.seed)
-            cached = self._cache[key] = (data, cands)
-        cands = cached[1]
-        if self.sampler == "given" and split != VAL:
-            self._given_width = cands.shape[1] - 1
-            if max(self.ks) > self._given_width:
-                raise ValueError(
-                    f"cutoff k={max(self.ks)} >= list length {cands.shape[1]} of the given "
-                    "negatives: every target would be a hit; use smaller eval.ks"
-                )
-        return cands
+        """``[rows, 1+N]`` candidates of ``split`` (see :meth:`EvalSpec.candidates`)."""
+        return self.spec.candidates(data, split)
 
     def dataloader(
         self,
@@ -136,31 +104,8 @@ class Evaluator:
         world_size: int = 1,
         rows: np.ndarray | None = None,
     ) -> DataLoader:
-        """Batches of this rank's contiguous share of ``split``'s rows (no padding, no drops).
-
-        Use with ``Trainer(use_distributed_sampler=False)``: sharding is done here.
-        ``rows`` (indices or a boolean mask over ``data.targets(split)``) evaluates a
-        slice only, e.g. the rows whose target is a rarely seen item.
-        """
-        split = parse_split(split)
-        users, targets = data.targets(split)
-        context = data.histories(*data.context_splits(split))
-        cands = self.candidates(data, split) if self.protocol == "sampled" else None
-        if rows is not None:
-            rows = _row_index(rows, len(users))
-            users, targets = users[rows], targets[rows]
-            cands = cands[rows] if cands is not None else None
-        dataset = EvalRows(
-            users, targets, context, self.max_history,
-            candidates=cands, mask_known=self.protocol == "full",
-        )
-        lo, hi = shard_bounds(len(users), rank, world_size)
-        return DataLoader(
-            dataset,
-            sampler=RangeBatches(lo, hi, self.batch_size),
-            batch_size=None,  # the dataset returns whole batches
-            num_workers=self.num_workers,
-        )
+        """This rank's batches of ``split`` (see :meth:`EvalSpec.dataloader`)."""
+        return self.spec.dataloader(data, split, rank, world_size, rows)
 
     @torch.no_grad()
     def update(self, metric: RankingMetrics, model: Recommender, batch: dict[str, Tensor]) -> None:
@@ -193,19 +138,6 @@ class Evaluator:
         metric.update(ranks, topk_items)
 
 
-def _row_index(rows: np.ndarray, num_rows: int) -> np.ndarray:
-    """Row indices from indices or a boolean mask over a split's rows."""
-    rows = np.asarray(rows)
-    if rows.dtype == bool:
-        if rows.shape != (num_rows,):
-            raise ValueError(f"a boolean rows mask needs shape ({num_rows},), got {rows.shape}")
-        return np.flatnonzero(rows)
-    rows = rows.astype(np.int64, copy=False)
-    if rows.size and (rows.min() < 0 or rows.max() >= num_rows):
-        raise ValueError(f"rows must index 0..{num_rows - 1}; got {rows.min()}..{rows.max()}")
-    return rows
-
-
 def mask_known(scores: Tensor, rows: Tensor, items: Tensor) -> None:
     """Set scores[rows, items] = -inf in place (a flat index_fill_ is ~10x faster than
     a 2-D index_put_ on CPU)."""
@@ -232,13 +164,8 @@ def evaluate(
     """
     metric = evaluator.new_metrics(data.num_items).to(device)
     loader = evaluator.dataloader(data, split, rows=rows)
-    was_training = model.training
-    model.to(device).eval()
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                evaluator.update(metric, model, batch)
-    finally:
-        model.train(was_training)
+    with eval_mode(model.to(device)), torch.inference_mode():
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            evaluator.update(metric, model, batch)
     return {name: float(value) for name, value in metric.compute().items()}

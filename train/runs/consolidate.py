@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from train.extras import require
+
 TAG_FILE = "latest"
 
 
@@ -54,10 +56,10 @@ def checkpoint_world_size(checkpoint_dir: str | Path) -> int:
 
 def consolidated_state(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
     """fp32 weights gathered from every rank's shard, Lightning key names."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    zero_to_fp32 = require("deepspeed.utils.zero_to_fp32", "deepspeed", "consolidating a DeepSpeed checkpoint", "DeepSpeed")
 
     tag_dir = checkpoint_tag_dir(checkpoint_dir)
-    state = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    state = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
     return {key.removeprefix("_forward_module."): value.float().contiguous() for key, value in state.items()}
 
 

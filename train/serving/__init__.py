@@ -1,6 +1,6 @@
 """Using a trained run without Lightning: loading, top-K, batch output, HTTP, export, profiles."""
 from train.serving.batch import BatchReport, RecommendationWriter, recommend_users, write_recommendations
-from train.serving.ids import IdIndex
+from data_modules.id_index import IdIndex
 from train.serving.loading import RunContext, load_recommender
 from train.serving.topk import NO_ITEM, known_pairs, mask_pairs_, recommend, top_k
 

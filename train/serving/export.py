@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from data_modules.interactions import PAD
 from recmodels.base import Recommender
+from train.extras import require
 from train.serving import RunContext, load_recommender
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class HistoryScorer(nn.Module):
 
 
 def scorer(model: Recommender, ctx: RunContext) -> tuple[nn.Module, str, Tensor]:
-    """(wrapper module, input name, example input) for this model's input kind."""
+    """(wrapper module, input name, example input) for the input the model declares
+    (``Recommender.inputs``); a model that reads neither key takes user ids."""
     if ctx.uses_user and ctx.uses_history:
         raise ExportError(f"{type(model).__name__} reads both user ids and histories; export supports one input")
     if ctx.uses_history:
@@ -101,6 +103,7 @@ def traceable(model: nn.Module) -> Iterator[None]:
 
 
 def export_onnx(model: Recommender, ctx: RunContext, out: Path, opset: int = 17) -> Path:
+    require("onnx", "serve", "recflow-export format=onnx")  # torch.onnx.export writes through it
     module, name, example = scorer(model, ctx)
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), traceable(model):
@@ -156,7 +159,7 @@ def export_meta(ctx: RunContext, name: str, fmt: str) -> dict[str, Any]:
 
 def onnx_parity(model: Recommender, ctx: RunContext, path: Path, batch: int = 8) -> float:
     """Max |onnxruntime - PyTorch| over a few real inputs (raises if above tolerance)."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "serve", "recflow-export check=true (ONNX parity check)")
 
     module, name, _ = scorer(model, ctx)
     if name == "history":

@@ -16,11 +16,11 @@ import torch
 from omegaconf import DictConfig
 
 from data_modules.interactions import TEST, TRAIN, VAL, Histories, InteractionData
-from recmodels.base import Context, Recommender
+from recmodels.base import Context, Recommender, declared_inputs
 from train.runs.artifacts import load_run_artifacts
 from train.building import build_with_data
 from train.runs.checkpoints import CheckpointError, load_weights
-from train.serving.ids import IdIndex
+from data_modules.id_index import IdIndex
 
 
 @dataclass
@@ -41,13 +41,22 @@ class RunContext:
     items: IdIndex
     known: Histories
     max_history: int
-    uses_user: bool  # score_all reads context["user"]
-    uses_history: bool  # score_all reads context["history"]
+    inputs: frozenset[str]  # the context keys the model reads (Recommender.inputs)
     device: torch.device
 
     @property
     def model_name(self) -> str:
         return str(self.meta.get("model") or self.cfg.model.get("name", "model"))
+
+    @property
+    def uses_user(self) -> bool:
+        """Whether scores depend on the user id."""
+        return "user" in self.inputs
+
+    @property
+    def uses_history(self) -> bool:
+        """Whether scores depend on the history."""
+        return "history" in self.inputs
 
     @property
     def accepts_history_only(self) -> bool:
@@ -85,10 +94,10 @@ def load_recommender(
     model = build_with_data(art.cfg.model.net, art.data)
     if not isinstance(model, Recommender):
         raise CheckpointError(f"{art.cfg.model.net._target_} is not a Recommender; cannot serve it")
+    inputs = declared_inputs(model)
     load_weights(model, art.weights)
     device = torch.device(device)
     model.to(device).eval()
-    uses_user, uses_history = _inputs_read(model, device)
     known = art.data.histories(TRAIN, VAL, TEST)
     context = RunContext(
         run_dir=art.run_dir,
@@ -100,8 +109,7 @@ def load_recommender(
         items=IdIndex(art.data.item_ids, "item"),
         known=known,
         max_history=_max_history(art.cfg, model),
-        uses_user=uses_user,
-        uses_history=uses_history,
+        inputs=inputs,
         device=device,
     )
     return model, context
@@ -112,28 +120,3 @@ def _max_history(cfg: DictConfig, model: Recommender) -> int:
     length = int(cfg.get("eval", {}).get("max_history", 200))
     model_len = getattr(model, "max_len", None)
     return min(length, int(model_len)) if model_len else length
-
-
-@torch.inference_mode()
-def _inputs_read(model: Recommender, device: torch.device) -> tuple[bool, bool]:
-    """Which context keys ``score_all`` needs, found by trying each key alone.
-
-    Models say nothing about their inputs in the interface, and probing once at load
-    keeps every model usable without per-class tables.
-    """
-    user = {"user": torch.zeros(1, dtype=torch.long, device=device)}
-    history = {"history": torch.zeros(1, 1, dtype=torch.long, device=device)}
-    user_alone, history_alone = _works(model, user), _works(model, history)
-    if not (user_alone or history_alone):
-        return True, True  # needs both keys
-    if user_alone and history_alone:
-        return False, False  # reads neither (e.g. most-popular)
-    return user_alone, history_alone
-
-
-def _works(model: Recommender, context: Context) -> bool:
-    try:
-        model.score_all(context)
-        return True
-    except KeyError:
-        return False

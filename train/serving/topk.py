@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from data_modules.eval_rows import csr_gather
 from data_modules.interactions import Histories
 from recmodels.base import Context, Recommender
-from train.evaluation.batches import csr_gather
 from train.evaluation.evaluator import mask_known
 
 NO_ITEM = -1

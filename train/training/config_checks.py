@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from train.extras import check_deepspeed_installed
+
 
 class ConfigError(ValueError):
     """A config value is invalid; the message says which key and how to fix it."""
@@ -24,6 +26,7 @@ def check_config(cfg: DictConfig) -> None:
         if value is not None and value != -1 and value < 1:
             raise ConfigError(f"trainer.{key}={value} must be >= 1 (or -1 for no limit)")
     _check_weight_averaging(cfg)
+    check_deepspeed_installed(cfg)
 
 
 def _check_weight_averaging(cfg: DictConfig) -> None:

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from data_modules.alignment import IdMapError, align_data
+from data_modules.id_index import IdIndex
 from data_modules.interactions import TEST, TRAIN, InteractionData
 from recmodels.base import Recommender
 from recmodels.growth import RowMap
@@ -332,10 +333,10 @@ class TimeWindowProtocol:
 
 
 def _internal(id_map: np.ndarray, raw: np.ndarray, kind: str) -> np.ndarray:
-    position = pd.Index(np.asarray(id_map)).get_indexer(pd.Index(raw))
+    position = IdIndex(id_map, kind).lookup(raw)
     if (position < 0).any():
         raise IdMapError(
             f"{int((position < 0).sum())} evaluation row(s) have {kind} ids outside the model's "
             f"id map (e.g. {raw[position < 0][0]!r}); the model must have seen all data before T+D"
         )
-    return position.astype(np.int64)
+    return position

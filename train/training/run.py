@@ -58,8 +58,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for initialise in (cfg.model.get("initialisers") or {}).values():
         hydra.utils.instantiate(initialise)(model)  # e.g. NeuMF from pre-trained GMF/MLP
     model = warm_start(model, data, cfg)  # init_from: previous weights, grown for new ids
-    datamodule = instantiate_with(cfg.model.datamodule, data=data, evaluator=evaluator, seed=cfg.seed)
-    task = instantiate_with(cfg.model.task, model=model, evaluator=evaluator)
+    datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
+    task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
 
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 from pytorch_lightning.trainer.states import TrainerFn
 
+from train.extras import require
 from train.runs.consolidate import ConsolidationError, checkpoint_world_size
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,7 @@ def deepspeed(
 ) -> DeepSpeedStrategy:
     """DeepSpeed ZeRO strategy from a DeepSpeed JSON ``config``: :class:`ZeroStrategy` on GPUs,
     :class:`CPUDeepSpeedStrategy` (gloo) on CPU."""
+    require("deepspeed", "deepspeed", "trainer=deepspeed_* (DeepSpeed ZeRO)", "DeepSpeed")
     on_cpu = resolve_accelerator(accelerator) == "cpu"
     kwargs = dict(
         config=deepspeed_config(config, on_cpu),

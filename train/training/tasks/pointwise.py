@@ -1,12 +1,12 @@
 """Pointwise objective: binary cross-entropy on positives and sampled negatives (NCF)."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch.nn.functional as F
 from torch import Tensor
 
-from train.training.tasks.base import RecTask
+from recmodels.base import Recommender
+from train.evaluation import Evaluator
+from train.training.tasks.base import OptimizerFactory, RecTask, SchedulerFactory
 
 
 class PointwiseTask(RecTask):
@@ -18,8 +18,16 @@ class PointwiseTask(RecTask):
     each batch uses (0 = the NCF paper's unregularised objective).
     """
 
-    def __init__(self, *args: Any, embedding_l2: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: Recommender,
+        evaluator: Evaluator,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        embedding_l2: float = 0.0,
+    ) -> None:
+        super().__init__(model, evaluator, optimizer, scheduler, scheduler_interval)
         if embedding_l2 < 0:
             raise ValueError(f"embedding_l2 must be >= 0, got {embedding_l2}")
         if embedding_l2 > 0 and not hasattr(self.model, "embedding_penalty"):

@@ -1,30 +1,44 @@
 """Sequence objective: next-item (SASRec) or masked-item (BERT4Rec) prediction.
 
 The loss is chosen by config (``bce``, ``ce``, ``sampled_softmax``, ``gbce``; see
-recmodels/losses.py) and applied at every position that has a target.
+recmodels/losses.py) and applied at every position that has a target. Losses with
+popularity-based proposals get the training counts given at construction
+(``item_popularity``, passed by :func:`train.building.build_with_data`).
 """
 from __future__ import annotations
 
 import inspect
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from recmodels.base import Recommender
 from recmodels.losses import LOSSES, make_loss, sequence_loss
-from train.training.tasks.base import RecTask
+from train.evaluation import Evaluator
+from train.training.tasks.base import OptimizerFactory, RecTask, SchedulerFactory
 
 
 class SequenceTask(RecTask):
     """Trains a SASRec/BERT4Rec-style model on batches of ``history`` and ``targets``."""
 
-    def __init__(self, model, evaluator, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
-                 loss: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Recommender,
+        evaluator: Evaluator,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        loss: dict[str, Any] | None = None,
+        item_popularity: np.ndarray | None = None,
+    ) -> None:
         super().__init__(model, evaluator, optimizer, scheduler, scheduler_interval)
         self.loss_config = dict(loss or {"name": "ce"})
         name = self.loss_config.get("name")
         if name not in LOSSES:
             raise ValueError(f"model.task.loss.name={name!r} is unknown; choose one of {sorted(LOSSES)}")
+        self.item_popularity = item_popularity
         self.loss_fn: torch.nn.Module | None = None
 
     def setup(self, stage: str) -> None:
@@ -32,9 +46,8 @@ class SequenceTask(RecTask):
             return
         options = {k: v for k, v in self.loss_config.items() if k != "name"}
         name = self.loss_config["name"]
-        # Popularity-based proposals need the training counts, which only the data knows.
-        if "item_counts" in inspect.signature(LOSSES[name]).parameters and self.trainer is not None:
-            options.setdefault("item_counts", self.trainer.datamodule.data.item_popularity())
+        if "item_counts" in inspect.signature(LOSSES[name]).parameters and self.item_popularity is not None:
+            options.setdefault("item_counts", self.item_popularity)
         self.loss_fn = make_loss(name, self.model.num_items, **options)
 
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:

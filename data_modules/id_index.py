@@ -1,8 +1,13 @@
-"""Raw ids (as in the source files) <-> dense internal ids, for requests and outputs.
+"""Raw ids (as in the source files) <-> dense internal ids: the one lookup of the project.
 
-Requests carry ids as JSON numbers or strings and files as text; both are coerced to
-the dtype of the stored id map before lookup, so ``"42"`` finds user ``42`` and ``7``
-finds item ``"7"``. Lookups are vectorised (sorted search), unknown ids give ``-1``.
+An id map lists the raw id of every internal id (``user_ids[u]``). Preprocessing keeps
+it sorted, but aligned maps (a continued run's) append new ids at the end, so lookups
+never assume a sorted map. Unknown raw ids give ``-1``; callers decide whether that is
+an error (evaluation, alignment) or an answer (serving).
+
+Requests carry ids as JSON numbers or strings and files as text: :meth:`IdIndex.to_internal`
+first coerces them to the dtype of the map, so ``"42"`` finds user ``42`` and ``7`` finds
+item ``"7"``. :meth:`IdIndex.lookup` takes ids already of the map's type (data tables).
 """
 from __future__ import annotations
 
@@ -13,6 +18,22 @@ import numpy as np
 import pandas as pd
 
 
+class IdMapError(ValueError):
+    """An id map is unusable (duplicated ids) or two maps cannot be aligned."""
+
+
+def check_unique(ids: np.ndarray | pd.Index, what: str) -> None:
+    """Refuse a map listing a raw id twice: that id would have two internal ids."""
+    index = ids if isinstance(ids, pd.Index) else pd.Index(ids)
+    if index.is_unique:
+        return
+    duplicated = index.duplicated()
+    raise IdMapError(
+        f"{what} lists {int(duplicated.sum())} raw id(s) twice (e.g. {index[duplicated][0]!r}); "
+        "the id map is damaged: retrain the previous run or restore its artifacts/data folder"
+    )
+
+
 class IdIndex:
     """Two-way map between raw ids and ``0..n-1``; ``kind`` names it in messages."""
 
@@ -20,11 +41,18 @@ class IdIndex:
         self.raw_ids = np.asarray(raw_ids)
         self.kind = kind
         self.numeric = np.issubdtype(self.raw_ids.dtype, np.number)
-        self._order = np.argsort(self.raw_ids, kind="stable")
-        self._sorted = self.raw_ids[self._order]
+        self._index = pd.Index(self.raw_ids)  # hash table built once, reused by every lookup
+        check_unique(self._index, f"{kind} id map")
 
     def __len__(self) -> int:
         return len(self.raw_ids)
+
+    def lookup(self, raw: np.ndarray) -> np.ndarray:
+        """Internal ids of raw ids of the map's type (any shape), ``-1`` for ids not in the map."""
+        raw = np.asarray(raw)
+        if len(self.raw_ids) == 0 or raw.size == 0:
+            return np.full(raw.shape, -1, dtype=np.int64)
+        return self._index.get_indexer(pd.Index(raw.ravel())).astype(np.int64).reshape(raw.shape)
 
     def coerce(self, values: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
         """(values in the id map's dtype, mask of values that could be converted)."""
@@ -38,14 +66,9 @@ class IdIndex:
         return np.where(ok, numbers, 0).astype(self.raw_ids.dtype), ok
 
     def to_internal(self, values: Iterable[Any]) -> np.ndarray:
-        """Internal ids, ``-1`` for raw ids that are not in the map."""
+        """Internal ids of request/file values, ``-1`` for raw ids that are not in the map."""
         raw, ok = self.coerce(values)
-        if len(self._sorted) == 0 or len(raw) == 0:
-            return np.full(len(raw), -1, dtype=np.int64)
-        pos = np.searchsorted(self._sorted, raw)
-        pos = np.minimum(pos, len(self._sorted) - 1)
-        found = ok & (self._sorted[pos] == raw)
-        return np.where(found, self._order[pos], -1).astype(np.int64)
+        return np.where(ok, self.lookup(raw), -1).astype(np.int64)
 
     def to_raw(self, internal: np.ndarray) -> np.ndarray:
         return self.raw_ids[np.asarray(internal, dtype=np.int64)]

@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 from data_modules.interactions import TEST, VAL, InteractionData
+from data_modules.known_pairs import KnownPairs, contains_sorted
 
 SAMPLERS = ("uniform", "popularity", "given")
 SPLIT_NAMES = {VAL: "val", TEST: "test"}
@@ -32,10 +33,8 @@ _ROUNDS = 4  # oversampling rounds before the exact pass
 
 def known_keys(data: InteractionData) -> np.ndarray:
     """Sorted unique ``user * num_items + item`` over all splits (what we must never sample)."""
-    users = data.interactions["user"].to_numpy(dtype=np.int64)
-    items = data.interactions["item"].to_numpy(dtype=np.int64)
-    keys = np.sort(users * data.num_items + items)
-    return keys[np.r_[True, keys[1:] != keys[:-1]]]
+    frame = data.interactions
+    return KnownPairs(frame["user"].to_numpy(), frame["item"].to_numpy(), data.num_items).keys
 
 
 def _first_occurrences(keys: np.ndarray) -> np.ndarray:
@@ -44,15 +43,6 @@ def _first_occurrences(keys: np.ndarray) -> np.ndarray:
     order = np.argsort(keys, kind="stable")
     ordered = keys[order]
     return order[np.r_[True, ordered[1:] != ordered[:-1]]] if len(keys) else order
-
-
-def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Vectorised membership test against a sorted array."""
-    if len(sorted_keys) == 0:
-        return np.zeros(keys.shape, dtype=bool)
-    pos = np.searchsorted(sorted_keys, keys)
-    pos[pos == len(sorted_keys)] = 0
-    return sorted_keys[pos] == keys
 
 
 def _allowed_pool(
@@ -132,11 +122,11 @@ def _draw_round(rows, draws, users, known, cdf, num_items, out, filled, rng) -> 
         items = rng.integers(0, num_items, size=len(local))
     else:
         items = np.searchsorted(cdf, rng.integers(0, cdf[-1], size=len(local)), side="right")
-    ok = ~_contains(known, users[rows][local] * num_items + items)
+    ok = ~contains_sorted(known, users[rows][local] * num_items + items)
     row_keys = local * num_items + items
     have = out[rows] >= 0
     chosen = np.sort((np.arange(len(rows))[:, None] * num_items + out[rows])[have])
-    ok &= ~_contains(chosen, row_keys)
+    ok &= ~contains_sorted(chosen, row_keys)
     # First occurrence of each (row, item) among the surviving draws, in draw order.
     cand = np.flatnonzero(ok)
     first = _first_occurrences(row_keys[cand])
