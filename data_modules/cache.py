@@ -7,7 +7,12 @@ so editing a setting or a file gives a new cache entry instead of stale data.
 
 Layout of one entry: ``interactions.parquet``, ``user_ids.parquet``, ``item_ids.parquet``,
 optional ``item_features.parquet``/``user_features.parquet``, ``negatives_<split>.npy``
-for given evaluation negatives, and ``meta.json`` (name, report, format version).
+for given evaluation negatives, and ``meta.json`` (name, report, format version, and the
+sha256 of every other file). Parquet has no checksum of its own: about one in six
+single-bit flips in ``interactions.parquet`` still reads, as altered rows. So each file
+is checked against the manifest on load; a cache entry that fails is rebuilt from its
+source, while a run's ``artifacts/data`` (no source) fails with
+:class:`CacheIntegrityError`.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_modules.download import file_digest
 from data_modules.interactions import InteractionData
 
 log = logging.getLogger(__name__)
@@ -32,6 +38,11 @@ log = logging.getLogger(__name__)
 # Bump when the stored layout or preprocessing semantics change: old entries are ignored.
 CACHE_VERSION = 1
 META = "meta.json"
+CHECKSUMS = "sha256"  # meta.json key: {file name: sha256 hex digest}
+
+
+class CacheIntegrityError(ValueError):
+    """A cached file differs from the checksum its entry recorded when it was written."""
 
 
 def cache_key(settings: Mapping[str, Any], files: Iterable[str | os.PathLike]) -> str:
@@ -66,11 +77,11 @@ def load_or_build(
     entry = Path(cache_dir) / f"{_safe(name)}-{cache_key(settings, files)}"
     if (entry / META).is_file():
         try:
-            data = load(entry)
+            data = load(entry, require_checksums=True)
             log.info("loaded %s from cache %s", name, entry)
             return data
         except Exception as exc:  # a damaged entry is rebuilt, never trusted
-            log.warning("ignoring unreadable cache entry %s (%s); rebuilding", entry, exc)
+            log.warning("ignoring damaged or unverifiable cache entry %s (%s); rebuilding it from the source", entry, exc)
             shutil.rmtree(entry, ignore_errors=True)
     data = build()
     try:
@@ -100,6 +111,7 @@ def save(data: InteractionData, entry: str | os.PathLike) -> None:
             "name": data.name,
             "report": data.report,
             "negatives": sorted(data.eval_negatives),
+            CHECKSUMS: {path.name: file_digest(path, "sha256") for path in sorted(tmp.iterdir())},
         }
         (tmp / META).write_text(json.dumps(meta, default=_json_default, indent=1))
         _publish(tmp, entry)
@@ -121,12 +133,17 @@ def _publish(tmp: Path, entry: Path) -> None:
     os.replace(tmp, entry)
 
 
-def load(entry: str | os.PathLike) -> InteractionData:
-    """Read an entry written by :func:`save`."""
+def load(entry: str | os.PathLike, *, require_checksums: bool = False) -> InteractionData:
+    """Read an entry written by :func:`save`, each file checked against its manifest.
+
+    An entry without checksums (written before they existed) is read with a warning,
+    or refused with ``require_checksums``.
+    """
     entry = Path(entry)
     meta = json.loads((entry / META).read_text())
     if meta.get("version") != CACHE_VERSION:
         raise ValueError(f"cache format {meta.get('version')} != {CACHE_VERSION}")
+    verify_entry(entry, meta, require_checksums)
     features = {}
     for kind in ("item", "user"):
         path = entry / f"{kind}_features.parquet"
@@ -141,6 +158,39 @@ def load(entry: str | os.PathLike) -> InteractionData:
         user_features=features["user"],
         report=meta["report"],
     )
+
+
+def verify_entry(entry: Path, meta: dict[str, Any], require_checksums: bool = False) -> None:
+    """Every data file of ``entry`` is listed in the manifest and matches its sha256."""
+    expected = meta.get(CHECKSUMS)
+    names = _data_files(entry, meta)
+    if expected is None:
+        if require_checksums:
+            raise CacheIntegrityError(f"{entry / META} records no checksums (an older cache entry)")
+        log.warning("%s records no checksums (written by an older version); its files are read unverified", entry / META)
+        return
+    if not isinstance(expected, dict):
+        raise CacheIntegrityError(f"{entry / META}: '{CHECKSUMS}' must map file names to sha256 digests")
+    for name in names:
+        if name not in expected or not (entry / name).is_file():
+            raise CacheIntegrityError(f"{entry / name} is missing or not listed in {entry / META}; the entry was altered")
+        actual = file_digest(entry / name, "sha256")
+        if actual != str(expected[name]).lower():
+            raise CacheIntegrityError(
+                f"{entry / name} does not match the sha256 recorded in {entry / META} "
+                f"({actual}, expected {expected[name]}); the file was altered or damaged"
+            )
+
+
+def _data_files(entry: Path, meta: dict[str, Any]) -> list[str]:
+    """Names of the files :func:`load` reads (all present features, the listed negatives)."""
+    splits = [str(s) for s in meta.get("negatives", [])]
+    unsafe = [s for s in splits if not s or Path(s).name != s or s in (".", "..")]
+    if unsafe:
+        raise CacheIntegrityError(f"{entry / META} names negatives split(s) {unsafe} that are not plain names")
+    names = ["interactions.parquet", "user_ids.parquet", "item_ids.parquet"]
+    names += [f"{kind}_features.parquet" for kind in ("item", "user") if (entry / f"{kind}_features.parquet").exists()]
+    return names + [f"negatives_{s}.npy" for s in splits]
 
 
 def _write_ids(ids: np.ndarray, path: Path) -> None:

@@ -1,10 +1,17 @@
 """Download and safely extract dataset archives.
 
-Archives are checked against a known checksum before anything is unpacked, and
-extraction refuses members that would land outside the target folder (absolute paths,
-``..`` components, links pointing outside). Members are unpacked into a temporary
-folder first and moved into place only when the whole archive extracted cleanly, so an
-interrupted run never leaves a half-extracted dataset that looks complete.
+Archives are checked against a known checksum before anything is unpacked. An archive
+whose name is not in :data:`CHECKSUMS` and that comes without one (``data.checksum``)
+is hashed while it downloads: the sha256 is logged and kept next to it
+(``<archive>.sha256``), and a later run checks the file against it.
+
+Extraction refuses members that would land outside the target folder (absolute paths,
+``..`` components) and every link (dataset archives hold none, and chained links can
+point anywhere). Members are unpacked into a temporary folder inside the target and
+moved into place only when the whole archive extracted cleanly, so an interrupted run
+never leaves a half-extracted dataset that looks complete. Existing files are never
+overwritten or deleted: a member whose path is taken by a different file or folder
+stops the extraction before anything is moved.
 """
 from __future__ import annotations
 
@@ -39,7 +46,8 @@ class ChecksumError(ValueError):
 
 
 class UnsafeArchiveError(ValueError):
-    """An archive member would be written outside the extraction folder."""
+    """An archive member would be written outside the extraction folder, is a link, or
+    would replace an existing file."""
 
 
 def file_digest(path: str | os.PathLike, algorithm: str) -> str:
@@ -102,21 +110,27 @@ def verify(path: str | os.PathLike, checksum: tuple[str, str] | None) -> bool:
 
 
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[Path]:
-    """Extract a zip into ``target``; refuse unsafe members. Returns the top-level paths made."""
+    """Extract a zip into ``target``; refuse unsafe members and clashes with existing
+    files. Returns the top-level paths made or merged into."""
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(archive) as handle:
         members = handle.infolist()
         for member in members:
-            _check_member(member, handle, archive)
+            _check_member(member, archive)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
         try:
             for member in members:
                 _extract_member(handle, member, tmp)
-            moved = []
-            for child in sorted(tmp.iterdir()):
-                moved.append(_move_into(child, target / child.name))
-            return moved
+            children = sorted(tmp.iterdir())
+            clashes = [str(c) for child in children for c in _clashes(child, target / child.name)]
+            if clashes:
+                raise UnsafeArchiveError(
+                    f"{archive}: extracting would replace {', '.join(clashes[:5])}, which already "
+                    f"exist{'' if len(clashes) > 1 else 's'} with other content; nothing was changed: "
+                    "move the existing files away and retry"
+                )
+            return [_move_into(child, target / child.name) for child in children]
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -128,16 +142,42 @@ def fetch(
     *,
     progress: bool = True,
 ) -> Path:
-    """Download ``url`` into ``root`` (unless a verified copy is there) and extract it."""
+    """Download ``url`` into ``root`` (unless a verified copy is there) and extract it.
+
+    Without ``checksum`` the sha256 recorded by an earlier download (``<archive>.sha256``)
+    is checked; a first download records it and logs it.
+    """
     root = Path(root)
     archive = root / posixpath.basename(url.rstrip("/"))
+    checksum = checksum or recorded_checksum(archive)
     if archive.exists() and not verify(archive, checksum):
         log.warning("%s does not match its checksum; downloading it again", archive)
         archive.unlink()
     if not archive.exists():
         download(url, archive, checksum, progress=progress)
+    if checksum is None:
+        _record_checksum(url, archive)
     safe_extract(archive, root)
     return archive
+
+
+def recorded_checksum(archive: Path) -> tuple[str, str] | None:
+    """``("sha256", digest)`` from ``<archive>.sha256``, if a first download wrote one."""
+    sidecar = archive.with_name(archive.name + ".sha256")
+    if not sidecar.is_file():
+        return None
+    words = sidecar.read_text().split()
+    return ("sha256", words[0].lower()) if words else None
+
+
+def _record_checksum(url: str, archive: Path) -> None:
+    """Keep the sha256 of an archive that came without a known checksum, and say it."""
+    digest = file_digest(archive, "sha256")
+    archive.with_name(archive.name + ".sha256").write_text(f"{digest}  {archive.name}\n")
+    log.warning(
+        "%s has no known checksum, so it could not be verified; its sha256 is %s (kept in %s.sha256 "
+        "and checked from now on). Pin it with data.checksum=[sha256,%s]", url, digest, archive.name, digest,
+    )
 
 
 # --- members -------------------------------------------------------------------------
@@ -151,20 +191,15 @@ def _member_parts(name: str) -> tuple[str, ...]:
     return tuple(p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "."))
 
 
-def _check_member(member: zipfile.ZipInfo, handle: zipfile.ZipFile, archive) -> None:
+def _check_member(member: zipfile.ZipInfo, archive) -> None:
     name = member.filename
     unix = name.replace("\\", "/")
     if unix.startswith("/") or (len(unix) > 1 and unix[1] == ":"):
         raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing")
     if ".." in _member_parts(name):
         raise UnsafeArchiveError(f"{archive}: member {name!r} contains '..'; refusing")
-    if _is_link(member):
-        link = handle.read(member).decode("utf-8", "replace")
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(unix), link))
-        if link.startswith("/") or joined == ".." or joined.startswith("../"):
-            raise UnsafeArchiveError(
-                f"{archive}: member {name!r} is a link to {link!r} outside the target; refusing"
-            )
+    if _is_link(member):  # a chain of links, each harmless alone, can reach anywhere
+        raise UnsafeArchiveError(f"{archive}: member {name!r} is a symbolic link; dataset archives hold none, refusing")
 
 
 def _extract_member(handle: zipfile.ZipFile, member: zipfile.ZipInfo, root: Path) -> None:
@@ -173,23 +208,45 @@ def _extract_member(handle: zipfile.ZipFile, member: zipfile.ZipInfo, root: Path
         return
     path = root.joinpath(*parts)
     if member.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UnsafeArchiveError(f"member {member.filename!r} clashes with another member of the archive; refusing") from None
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if _is_link(member):
-        os.symlink(handle.read(member).decode("utf-8"), path)
-        return
-    with handle.open(member) as src, open(path, "wb") as dst:
-        shutil.copyfileobj(src, dst, CHUNK)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with handle.open(member) as src, open(path, "xb") as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+    except (FileExistsError, NotADirectoryError):
+        raise UnsafeArchiveError(f"member {member.filename!r} clashes with another member of the archive; refusing") from None
+
+
+def _clashes(src: Path, dst: Path) -> list[Path]:
+    """Existing paths that moving ``src`` to ``dst`` would replace: a file with other
+    content, or a file where a folder is (either way round)."""
+    if not os.path.lexists(dst):
+        return []
+    if src.is_dir():
+        if not dst.is_dir():
+            return [dst]
+        return [c for child in sorted(src.iterdir()) for c in _clashes(child, dst / child.name)]
+    if dst.is_dir() or not dst.is_file() or not _same_content(src, dst):
+        return [dst]
+    return []
 
 
 def _move_into(src: Path, dst: Path) -> Path:
-    """Move ``src`` to ``dst``; folders merge file by file, archive files win."""
-    if src.is_dir() and not src.is_symlink() and dst.is_dir():
-        for child in src.iterdir():
+    """Move ``src`` to ``dst`` (checked by :func:`_clashes`): folders merge, a file
+    already there with the same content stays as it is."""
+    if not os.path.lexists(dst):
+        os.replace(src, dst)
+    elif src.is_dir():
+        for child in sorted(src.iterdir()):
             _move_into(child, dst / child.name)
-        return dst
-    if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)
-    os.replace(src, dst)
     return dst
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return file_digest(a, "sha256") == file_digest(b, "sha256")

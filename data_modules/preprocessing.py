@@ -16,6 +16,9 @@ Steps, in order (each one counted in ``report``):
 6. split: ``loo`` (last -> TEST, second-last -> VAL; users with fewer than 3 rows are
    kept in TRAIN or dropped, see ``short_users``), ``ratio`` (per-user chronological
    fractions), ``time`` (global timestamp cutoffs) or ``given`` (the raw ``split`` column).
+
+:func:`require_eval_rows` (run by every file source) then refuses a split that left no
+validation or test rows, before any training.
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ class PreprocessConfig:
     time_quantiles: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.split not in SPLITS:
             raise ValueError(f"preprocess.split={self.split!r} is unknown; use one of {SPLITS}")
         if self.short_users not in SHORT_USERS:
@@ -89,6 +93,21 @@ class PreprocessConfig:
                 "(absolute timestamps [val_start, test_start]) or time_quantiles (e.g. [0.8, 0.9])"
             )
 
+    def _check_types(self) -> None:
+        """Wrong types fail here, naming the key, not as a TypeError in a later step."""
+        checks = {
+            "rating_threshold": (_is_number_or_none, "a number or null"),
+            "dedup": (lambda v: isinstance(v, bool), "true or false"),
+            "min_user_interactions": (_is_int, "an integer"),
+            "min_item_interactions": (_is_int, "an integer"),
+            "ratios": (_is_numbers, "a list of three numbers, e.g. [0.8, 0.1, 0.1]"),
+            "time_cutoffs": (lambda v: v is None or _is_numbers(v), "null or [val_start, test_start]"),
+            "time_quantiles": (lambda v: v is None or _is_numbers(v), "null or two quantiles, e.g. [0.8, 0.9]"),
+        }
+        for key, (valid, expected) in checks.items():
+            if not valid(getattr(self, key)):
+                raise ValueError(f"preprocess.{key}={getattr(self, key)!r} must be {expected}")
+
     @classmethod
     def of(cls, value: "PreprocessConfig | Mapping[str, Any] | None") -> "PreprocessConfig":
         """Accept a config object, a plain/Hydra mapping, or ``None`` (defaults)."""
@@ -106,6 +125,18 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float, np.number)) and not isinstance(value, bool))
+
+
+def _is_numbers(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(_is_number_or_none(v) and v is not None for v in value)
 
 
 def _plain(value: Any) -> Any:
@@ -165,7 +196,6 @@ def preprocess(
         num_interactions=len(interactions),
         split_counts={"train": int(counts[TRAIN]), "val": int(counts[VAL]), "test": int(counts[TEST])},
     )
-    log.info("%s", data.summary())
     return data
 
 
@@ -382,6 +412,63 @@ def _time_split(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.
         "eval_rows_of_users_without_train": int(((split != TRAIN) & ~has_train[users]).sum()),
     }
     return frame
+
+
+def require_eval_rows(data: InteractionData, config: PreprocessConfig | Mapping[str, Any] | None) -> None:
+    """Training validates and tests: a split that left no validation or test rows fails
+    here, before a model is built and an epoch is trained, naming the history length
+    the split needs. (Plain :func:`preprocess` allows it, e.g. for small update slices.)"""
+    cfg = PreprocessConfig.of(config)
+    if cfg.split == "given":
+        return  # the files' own split (ncf_split may leave out validation on purpose)
+    split = data.interactions["split"].to_numpy()
+    wanted = {"validation": (VAL, _wants_validation(cfg)), "test": (TEST, _wants_test(cfg))}
+    empty = [name for name, (code, wants) in wanted.items() if wants and not (split == code).any()]
+    if not empty:
+        return
+    lengths = np.bincount(data.interactions["user"].to_numpy())
+    raise ValueError(
+        f"preprocess.split={cfg.split!r} left no {' and no '.join(empty)} rows: {_split_needs(cfg)}; "
+        f"the longest of the {int(np.count_nonzero(lengths))} users has {int(lengths.max())} "
+        "interaction(s) after preprocessing. Check the data (and min_user_interactions/"
+        "rating_threshold) or choose a split that fits it"
+    )
+
+
+def _wants_validation(cfg: PreprocessConfig) -> bool:
+    if cfg.split == "ratio":
+        return cfg.ratios[1] > 0
+    if cfg.split == "time":
+        bounds = cfg.time_cutoffs if cfg.time_cutoffs is not None else cfg.time_quantiles
+        return bounds[0] < bounds[1]
+    return True
+
+
+def _wants_test(cfg: PreprocessConfig) -> bool:
+    return cfg.ratios[2] > 0 if cfg.split == "ratio" else True
+
+
+def _split_needs(cfg: PreprocessConfig) -> str:
+    """What a user (or the data) needs for the split to produce evaluation rows."""
+    if cfg.split == "loo":
+        return "leave-one-out needs users with at least 3 interactions (train, validation, test)"
+    if cfg.split == "ratio":
+        val, test = (_min_length(r) for r in cfg.ratios[1:])
+        return (
+            f"ratios={list(cfg.ratios)} give a user a validation row from {val} and a test row "
+            f"from {test} interactions"
+        )
+    return "no interaction lies at or after the validation/test start; lower time_cutoffs/time_quantiles"
+
+
+def _min_length(fraction: float) -> int | str:
+    """Fewest interactions ``n`` with ``floor(n * fraction) >= 1`` (the ratio split's rule)."""
+    if fraction <= 0:
+        return "no number of"
+    n = max(1, int(np.ceil(1 / fraction)) - 1)
+    while np.floor(n * fraction) < 1:
+        n += 1
+    return n
 
 
 def _remap(

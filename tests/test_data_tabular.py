@@ -54,7 +54,7 @@ def test_headerless_with_names_and_integer_ids(tmp_path):
 
 def test_ids_with_leading_zeros_stay_strings(tmp_path):
     path = tmp_path / "log.csv"
-    path.write_text("user,item,timestamp\n007,1,1\n7,1,2\n007,2,3\n")
+    path.write_text("user,item,timestamp\n007,1,1\n7,1,2\n007,2,3\n007,3,4\n")
     data = tabular(path, cache=False)
     assert list(data.user_ids) == ["007", "7"]
 
@@ -115,3 +115,17 @@ def test_wrong_encoding_names_the_line(tmp_path):
     path.write_bytes(b"user,item,timestamp\n1,2,3\n1,caf\xe9,4\n")
     with pytest.raises(DataFormatError, match="log.csv:3: not valid utf-8"):
         tabular(path, cache=False)
+
+
+def test_without_a_timestamp_column_file_order_is_time_order(tmp_path, caplog):
+    frame = table().drop(columns=["when"])
+    frame.to_parquet(tmp_path / "clicks.parquet")
+    frame.to_csv(tmp_path / "clicks.csv", index=False)
+    for name in ("clicks.parquet", "clicks.csv"):
+        caplog.clear()
+        data = tabular(tmp_path / name, columns={"user": "uid", "item": "sku"}, cache=False)
+        assert "file order is taken as time order" in caplog.text
+        u1 = data.interactions[data.interactions["user"] == 0]
+        assert list(data.item_ids[u1["item"]]) == ["A", "B", "C"]  # the file's order
+    with pytest.raises(DataFormatError, match=r"\['when'\] not found"):  # a named column must exist
+        tabular(tmp_path / "clicks.csv", columns={"user": "uid", "item": "sku", "timestamp": "when"}, cache=False)

@@ -140,7 +140,9 @@ def test_a_checkpoint_that_disagrees_with_its_id_maps_is_refused(base_runs, tmp_
 
 
 def test_new_data_with_other_id_types_is_refused(base_runs, tmp_path: Path) -> None:
-    rows = pd.DataFrame({"user": ["u1", "u1", "u2", "u2"], "item": [1, 2, 1, 3], "timestamp": [1, 2, 3, 4]})
+    rows = pd.DataFrame(
+        {"user": ["u1"] * 3 + ["u2"] * 3, "item": [1, 2, 3, 1, 3, 2], "timestamp": [1, 2, 3, 4, 5, 6]}
+    )
     rows.to_csv(tmp_path / "new.csv", index=False)
     new = tabular(tmp_path / "new.csv", cache=False)
     with pytest.raises(IdMapError, match="user ids of the previous run are integer.*string"):

@@ -6,6 +6,8 @@ cache are the same for every source, so they are set up and run here.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -15,9 +17,37 @@ import pandas as pd
 
 from data_modules.cache import load_or_build
 from data_modules.interactions import InteractionData
-from data_modules.preprocessing import PreprocessConfig, preprocess
+from data_modules.paths import expand_path
+from data_modules.preprocessing import PreprocessConfig, preprocess, require_eval_rows
 
 PreprocessArg = PreprocessConfig | Mapping[str, Any] | None
+# Every source option that names a file or folder, also inside ``**options``.
+PATH_OPTIONS = frozenset({"path", "root", "cache_dir", "item_features_path", "user_features_path"})
+
+
+def expands_paths(source: Callable[..., InteractionData]) -> Callable[..., InteractionData]:
+    """``source`` with ``~`` and ``$VAR`` expanded in every path option (:data:`PATH_OPTIONS`).
+
+    One wrapper for all sources, so no path reaches ``Path``, the cache folder or a
+    feature reader unexpanded (which would look for, or create, a folder named ``~``).
+    """
+    signature = inspect.signature(source)
+
+    @functools.wraps(source)
+    def wrapper(*args: Any, **kwargs: Any) -> InteractionData:
+        bound = signature.bind(*args, **kwargs)
+        for name, value in bound.arguments.items():
+            if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                bound.arguments[name] = _expanded(value)
+            elif name in PATH_OPTIONS and value:
+                bound.arguments[name] = expand_path(value)
+        return source(*bound.args, **bound.kwargs)
+
+    return wrapper
+
+
+def _expanded(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: expand_path(v) if k in PATH_OPTIONS and v else v for k, v in options.items()}
 
 
 class SourceOptions(TypedDict, total=False):
@@ -66,8 +96,9 @@ class Loader:
         item_features: pd.DataFrame | None = None,
         user_features: pd.DataFrame | None = None,
     ) -> InteractionData:
-        """Filter, remap and split the reader's raw table (see :mod:`data_modules.preprocessing`)."""
-        return preprocess(
+        """Filter, remap and split the reader's raw table (see :mod:`data_modules.preprocessing`);
+        a split without validation or test rows fails now, not after a trained epoch."""
+        data = preprocess(
             raw,
             self.config,
             name=self.name,
@@ -76,6 +107,8 @@ class Loader:
             source_report=report,
             progress=self.progress,
         )
+        require_eval_rows(data, self.config)
+        return data
 
     def cached(
         self,

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from data_modules.preprocessing import DataFormatError
-from data_modules.sources._reading import read_delimited
+from data_modules.sources._reading import decode, read_delimited, require_file, strip_bom
 
 TEXT_COLUMNS = ("zip", "title")
 _YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
@@ -33,11 +33,8 @@ def read_feature_table(
     max_bad_fraction: float = 0.01,
 ) -> tuple[pd.DataFrame, dict]:
     """Features indexed by raw id ``key`` plus the read report."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"feature file {path} does not exist; fix the path or set it to null")
-    with open(path, encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\r\n").split(sep)
+    path = require_file(path, "the feature file: fix its path or set it to null")
+    header = _header(path, sep)
     if key not in header:
         raise DataFormatError(
             f"{path}: no {key!r} column in the header {header}; the first line must name the "
@@ -55,6 +52,13 @@ def read_feature_table(
         elif column not in texts:
             frame[column] = maybe_numeric(frame[column])
     return frame, report
+
+
+def _header(path: Path, sep: str) -> list[str]:
+    """Column names of the first line (byte-order mark removed, bad bytes named)."""
+    with open(path, "rb") as handle:
+        first = strip_bom(handle.readline())
+    return decode(first, path).rstrip("\r\n").split(sep)
 
 
 def optional_feature_table(

@@ -1,7 +1,8 @@
 """Tolerant, fast reading of delimited text files.
 
 Well-formed files take pandas' C parser (fast path). When it rejects the file, the
-file is parsed again record by record to find *which* lines are bad and why: a few
+file is parsed again line by line (a record never spans lines, so a stray quote
+damages one line, not the rest of the file) to find *which* lines are bad and why: a few
 bad lines are skipped and counted (with the first examples kept for the report); more
 than ``max_bad_fraction`` of them is an error, because then the format (separator,
 column order, file) is most likely wrong rather than a few lines damaged.
@@ -27,20 +28,67 @@ log = logging.getLogger(__name__)
 UNIT_SEP = "\x1f"
 PROGRESS_MIN_BYTES = 32 << 20
 MAX_EXAMPLES = 5
+UTF8_BOM = b"\xef\xbb\xbf"
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# An integer written plainly, optionally with a zero fraction ("5.0"), never via float.
+_INTEGER = r"[+-]?[0-9]+(?:\.0*)?"
+_SAFE_DIGITS = 18  # at most this many digits always fits int64
 DTYPES = {"int": "int64", "float": "float64", "str": "str"}
 _COMMON_SEPARATORS = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "'|'", " ": "space"}
 
 
 def require_file(path: str | os.PathLike, hint: str) -> Path:
-    """The path, or a FileNotFoundError that says what to do."""
+    """The path, or an error that says what is there instead and what to do."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a file; {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; {hint}")
     return path
 
 
+def strip_bom(raw: bytes) -> bytes:
+    """``raw`` without a leading UTF-8 byte-order mark, which would otherwise glue
+    itself to the first id or column name."""
+    return raw[len(UTF8_BOM):] if raw.startswith(UTF8_BOM) else raw
+
+
+def parse_int64(texts: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact int64 values of decimal strings, with masks of the ones that are not
+    integers and of the integers outside int64 (values 0 there).
+
+    Never goes through float64, which would merge distinct ids above 2**53.
+    """
+    texts = np.asarray(texts, dtype=object)
+    try:  # fast path: every entry a plain, in-range integer
+        values = texts.astype(np.int64)
+        return values, np.zeros(len(texts), dtype=bool), np.zeros(len(texts), dtype=bool)
+    except (ValueError, OverflowError, TypeError):
+        pass
+    text = pd.Series(texts, dtype=object).astype(str).str.strip()
+    integer = text.str.fullmatch(_INTEGER).fillna(False).to_numpy(dtype=bool)
+    digits = text.str.replace(r"\.0*$", "", regex=True).str.lstrip("+")
+    long = integer & (digits.str.lstrip("-").str.len() > _SAFE_DIGITS).to_numpy(dtype=bool)
+    outside = np.zeros(len(texts), dtype=bool)
+    for index in np.flatnonzero(long):  # only the few very long numbers
+        outside[index] = not INT64_MIN <= int(digits.iloc[index]) <= INT64_MAX
+    ok = integer & ~outside
+    values = np.zeros(len(texts), dtype=np.int64)
+    values[ok] = digits[ok].to_numpy(dtype=object).astype(np.int64)
+    return values, ~integer, outside
+
+
+def out_of_range_error(where: str, column: str, value: str, advice: str) -> DataFormatError:
+    """The error for an integer outside int64: no exact int64 holds it, and rounding
+    would merge distinct ids."""
+    return DataFormatError(
+        f"{where}: {column}={_clip(str(value))!r} is outside the 64-bit integer range "
+        f"[{INT64_MIN}, {INT64_MAX}]; {advice}"
+    )
+
+
 def read_bytes(path: str | os.PathLike, progress: bool | None = None) -> bytes:
-    """Whole file, with a progress bar for big files."""
+    """Whole file (without a UTF-8 byte-order mark), with a progress bar for big files."""
     path = Path(path)
     size = path.stat().st_size
     show = size >= PROGRESS_MIN_BYTES if progress is None else progress
@@ -51,7 +99,7 @@ def read_bytes(path: str | os.PathLike, progress: bool | None = None) -> bytes:
         for block in iter(lambda: handle.read(8 << 20), b""):
             chunks.append(block)
             bar.update(len(block))
-    return b"".join(chunks)
+    return strip_bom(b"".join(chunks))
 
 
 def decode(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
@@ -96,7 +144,9 @@ def skipped_lines_report(
     the format (separator, layout, file) is most likely wrong rather than a few lines
     damaged; the message shows the first ``examples``.
     """
-    if n_lines == 0 or n_bad > max_bad_fraction * n_lines:
+    if n_lines == 0:
+        raise DataFormatError(f"{path} has no data lines (it is empty or blank); {advice or 'check the path'}")
+    if n_bad > max_bad_fraction * n_lines:
         raise DataFormatError(
             f"{path}: {n_bad} of {n_lines} lines are malformed{problem} "
             f"(more than max_bad_fraction={max_bad_fraction}). First ones:\n  "
@@ -143,6 +193,12 @@ def read_delimited(
         if head is None:
             raise ValueError("read_delimited needs names or header=True")
         names = next(csv.reader([head], delimiter=single, quotechar=quotechar or '"'))
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise DataFormatError(
+            f"{path}: column name(s) {repeated} appear more than once in {names}; "
+            "every column needs its own name (fix the header line)"
+        )
     missing = [c for c in dtypes if c not in names]
     if missing:
         raise DataFormatError(
@@ -153,7 +209,7 @@ def read_delimited(
     try:
         frame = _fast(raw, encoding, single, names, dtypes, header, quotechar)
         return frame, {"lines": len(frame), "skipped_lines": 0}
-    except (ValueError, pd.errors.ParserError):  # includes UnicodeDecodeError
+    except (ValueError, OverflowError, pd.errors.ParserError):  # includes UnicodeDecodeError
         pass
     text = decode(raw, path, encoding)
     del raw
@@ -189,6 +245,12 @@ def _fast(
     # A short line reads like empty fields; the tolerant pass tells the two apart.
     if frame.isna().to_numpy().any():
         raise ValueError("missing values")
+    texts = [c for c, t in dtypes.items() if t == "str"]
+    if quotechar and texts and frame[texts].apply(lambda c: c.str.contains("[\r\n]").any()).any():
+        raise ValueError("a quoted field spans lines")  # a stray quote: one record per line
+    floats = [c for c, t in dtypes.items() if t == "float"]
+    if floats and not np.isfinite(frame[floats].to_numpy()).all():
+        raise ValueError("infinite values")  # the tolerant pass names and counts them
     return frame[list(dtypes)]
 
 
@@ -208,21 +270,17 @@ def _tolerant(
     first_line = 2 if header else 1
     if header:
         lines = lines[1:]
-    reader = csv.reader(
-        (line.rstrip("\r") for line in lines),
-        delimiter=single,
-        quoting=csv.QUOTE_MINIMAL if quotechar else csv.QUOTE_NONE,
-        quotechar=quotechar or '"',
-    )
-    rows = list(reader)
+    rows, unreadable = _split_records(lines, single, quotechar)
     widths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    blank = widths == 0
+    blank = (widths == 0) & ~unreadable
     line_numbers = np.arange(len(rows)) + first_line
     reasons: dict[int, str] = {}
     wrong = np.flatnonzero((widths != len(names)) & ~blank)
     for index in wrong[:MAX_EXAMPLES]:
         reasons[index] = (
-            f"expected {len(names)} fields separated by {_show_sep(sep)}, got {widths[index]}"
+            "not a delimited record (NUL byte, stray quote or carriage return)"
+            if unreadable[index]
+            else f"expected {len(names)} fields separated by {_show_sep(sep)}, got {widths[index]}"
         )
     good = np.flatnonzero(widths == len(names))
     columns = list(dtypes)
@@ -233,7 +291,13 @@ def _tolerant(
     bad_value = np.zeros(len(good), dtype=bool)
     out = {}
     for column in columns:
-        out[column], invalid = _convert(table[column], dtypes[column])
+        out[column], invalid, outside = _convert(table[column], dtypes[column])
+        if outside.any():
+            index = int(np.flatnonzero(outside)[0])
+            raise out_of_range_error(
+                f"{path}:{line_numbers[good[index]]}", column, table[column].iloc[index],
+                "integer ids and timestamps must fit in int64; fix the file or keep the column as text",
+            )
         for index in np.flatnonzero(invalid & ~bad_value)[: MAX_EXAMPLES]:
             reasons.setdefault(
                 good[index], f"{column}={table[column].iloc[index]!r} is not {_kind(dtypes[column])}"
@@ -253,21 +317,37 @@ def _tolerant(
     return frame, report
 
 
-def _convert(values: pd.Series, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Typed values and a mask of the ones that do not parse."""
+def _split_records(lines: list[str], sep: str, quotechar: str | None) -> tuple[list[list[str]], np.ndarray]:
+    """Fields of each line, never across lines; a line the csv module rejects (NUL byte,
+    bare carriage return, bad quoting) gets no fields and is flagged unreadable."""
+    lines = [line.rstrip("\r") for line in lines]
+    unreadable = np.zeros(len(lines), dtype=bool)
+    if quotechar is None:
+        return [line.split(sep) if line else [] for line in lines], unreadable
+    rows: list[list[str]] = []
+    for index, line in enumerate(lines):
+        try:
+            rows.append(next(csv.reader([line], delimiter=sep, quotechar=quotechar, strict=True), []))
+        except csv.Error:
+            rows.append([])
+            unreadable[index] = True
+    return rows, unreadable
+
+
+def _convert(values: pd.Series, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Typed values, a mask of the ones that do not parse and one of integers outside
+    int64 (integers are parsed exactly, never through float)."""
+    none = np.zeros(len(values), dtype=bool)
     if kind == "str":
-        array = values.to_numpy(dtype=object)
-        return array, np.zeros(len(array), dtype=bool)
-    numbers = pd.to_numeric(values.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
-    invalid = np.isnan(numbers)
+        return values.to_numpy(dtype=object), none, none
     if kind == "int":
-        invalid |= np.mod(np.nan_to_num(numbers), 1) != 0
-        return np.where(invalid, 0, numbers).astype(np.int64), invalid
-    return numbers, invalid
+        return parse_int64(values.to_numpy(dtype=object))
+    numbers = pd.to_numeric(values.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    return numbers, ~np.isfinite(numbers), none
 
 
 def _kind(kind: str) -> str:
-    return {"int": "an integer", "float": "a number"}.get(kind, "text")
+    return {"int": "an integer", "float": "a finite number"}.get(kind, "text")
 
 
 def _show_sep(sep: str) -> str:

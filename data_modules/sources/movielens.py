@@ -19,7 +19,7 @@ import pandas as pd
 
 from data_modules.download import CHECKSUMS, fetch
 from data_modules.interactions import InteractionData
-from data_modules.sources._common import Loader, SourceOptions
+from data_modules.sources._common import Loader, SourceOptions, expands_paths
 from data_modules.sources._features import split_lists, split_title_year
 from data_modules.sources._reading import read_delimited
 
@@ -36,6 +36,7 @@ RATING_COLUMNS = ["user", "item", "rating", "timestamp"]
 RATING_DTYPES = {"user": "int", "item": "int", "rating": "float", "timestamp": "int"}
 
 
+@expands_paths
 def movielens(
     name: str = "ml-1m",
     root: str | os.PathLike = "data",

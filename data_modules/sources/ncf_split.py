@@ -22,15 +22,16 @@ import pandas as pd
 from data_modules.id_index import IdIndex
 from data_modules.interactions import TEST, TRAIN, VAL, InteractionData
 from data_modules.preprocessing import DataFormatError
-from data_modules.sources._common import Loader, SourceOptions
+from data_modules.sources._common import Loader, SourceOptions, expands_paths
 from data_modules.sources._features import optional_feature_table
-from data_modules.sources._reading import read_delimited, read_text, require_file, text_lines
+from data_modules.sources._reading import parse_int64, read_delimited, read_text, require_file, text_lines
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 DTYPES = {"user": "int", "item": "int", "rating": "float", "timestamp": "int"}
 VALIDATION = ("last", "random", "none")
 
 
+@expands_paths
 def ncf_split(
     root: str | os.PathLike,
     name: str = "ml-1m",
@@ -90,17 +91,18 @@ def read_negatives(path: Path, test: pd.DataFrame) -> np.ndarray:
             "every test user needs its negatives, so the file must be complete"
         )
     table = pd.DataFrame(fields.tolist())
-    pair = table[0].str.extract(r"^\((?P<user>-?\d+),(?P<item>-?\d+)\)$")
+    pair = table[0].str.extract(r"^\((?P<user>-?[0-9]+),(?P<item>-?[0-9]+)\)$")
     bad_pair = pair["user"].isna().to_numpy()
-    negatives = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce")
-    bad_neg = negatives.isna().any(axis=1).to_numpy()
-    if bad_pair.any() or bad_neg.any():
-        line = int(np.flatnonzero(bad_pair | bad_neg)[0])
+    cells = np.column_stack([pair.fillna("0").to_numpy(dtype=object), table.iloc[:, 1:].to_numpy(dtype=object)])
+    values, not_integer, outside = parse_int64(cells.ravel())
+    values, bad = values.reshape(cells.shape), (not_integer | outside).reshape(cells.shape)
+    if bad_pair.any() or bad.any():
+        line = int(np.flatnonzero(bad_pair | bad.any(axis=1))[0])
         raise DataFormatError(
-            f"{path}:{line + 1}: expected '(user,item)' then integer item ids, got {lines[line][:80]!r}"
+            f"{path}:{line + 1}: expected '(user,item)' then integer item ids (within int64), "
+            f"got {lines[line][:80]!r}"
         )
-    users = pair["user"].astype(np.int64).to_numpy()
-    items = pair["item"].astype(np.int64).to_numpy()
+    users, items, negatives = values[:, 0], values[:, 1], values[:, 2:]
     order = pd.Index(users)
     if len(order) != len(test):
         raise DataFormatError(
@@ -121,7 +123,7 @@ def read_negatives(path: Path, test: pd.DataFrame) -> np.ndarray:
             f"test.rating pair ({test['user'].iloc[k]},{test['item'].iloc[k]}); the files are from "
             "different splits"
         )
-    return negatives.to_numpy(np.int64)[rows]
+    return negatives[rows]
 
 
 def _with_split(train: pd.DataFrame, test: pd.DataFrame, validation: str) -> pd.DataFrame:

@@ -6,8 +6,9 @@ Two layouts:
   (SASRec's ``ml-1m.txt``);
 - ``rows``: one user per line, ``user item1 item2 ...`` in chronological order.
 
-``auto`` picks ``pairs`` when (nearly) every line has exactly two tokens and users
-repeat across lines, else ``rows``. There are no timestamps in these files: an
+``auto`` picks ``pairs`` when most lines have exactly two tokens and users repeat
+across lines, else ``rows``; in ``pairs`` the other lines then count as malformed
+(against ``max_bad_fraction``), so a few damaged lines never flip the layout. There are no timestamps in these files: an
 interaction's position in the file is its timestamp, which keeps file order.
 
 Optional side features come from tab-separated files with a header whose key column
@@ -24,10 +25,12 @@ import numpy as np
 import pandas as pd
 
 from data_modules.interactions import InteractionData
-from data_modules.sources._common import Loader, SourceOptions
+from data_modules.sources._common import Loader, SourceOptions, expands_paths
 from data_modules.sources._features import optional_feature_table
 from data_modules.sources._reading import (
     MAX_EXAMPLES,
+    out_of_range_error,
+    parse_int64,
     read_text,
     require_file,
     skipped_lines_report,
@@ -37,6 +40,7 @@ from data_modules.sources._reading import (
 FORMATS = ("auto", "pairs", "rows")
 
 
+@expands_paths
 def sequence_file(
     path: str | os.PathLike,
     format: str = "auto",
@@ -83,9 +87,10 @@ def read_sequences(
     tokens = np.array(" ".join(lines).split(), dtype=object)
     starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
     blank = widths == 0
-    if format == "auto":
-        format = _detect(widths, tokens, starts, blank, max_bad_fraction)
-    values, bad_token = _parse_ids(tokens, numeric_ids)
+    detected = format == "auto"
+    if detected:
+        format = _detect(widths, tokens, starts, blank)
+    values, bad_token = _parse_ids(path, tokens, widths, numeric_ids)
     line_bad_token = np.zeros(len(lines), dtype=bool)
     if bad_token.any():
         token_line = np.repeat(np.arange(len(lines)), widths)
@@ -110,34 +115,43 @@ def read_sequences(
         stamps = item_pos
         no_items = int(empty_user.sum())
     bad = wrong_width | line_bad_token
-    report = _report(path, lines, widths, bad, wrong_width, format, max_bad_fraction, blank)
+    report = _report(path, lines, widths, bad, wrong_width, format, max_bad_fraction, blank, detected)
     if no_items:
         report["users_without_items"] = no_items
     raw = pd.DataFrame({"user": users, "item": items, "timestamp": stamps.astype(np.int64)})
     return raw, report
 
 
-def _detect(
-    widths: np.ndarray, tokens: np.ndarray, starts: np.ndarray, blank: np.ndarray, max_bad: float
-) -> str:
+def _detect(widths: np.ndarray, tokens: np.ndarray, starts: np.ndarray, blank: np.ndarray) -> str:
+    """``pairs`` when most non-blank lines hold two tokens and users repeat, else ``rows``.
+
+    A majority, not "nearly all": damaged lines must be counted as malformed in the
+    file's real layout, never turn a pairs file into rows of made-up users.
+    """
     nonblank = ~blank
     two = (widths == 2) & nonblank
     if nonblank.sum() == 0:
         return "pairs"
     users = tokens[starts[two]]
     repeats = len(pd.unique(users)) < len(users)
-    return "pairs" if two.sum() >= (1 - max_bad) * nonblank.sum() and repeats else "rows"
+    return "pairs" if 2 * two.sum() > nonblank.sum() and repeats else "rows"
 
 
-def _parse_ids(tokens: np.ndarray, numeric: bool) -> tuple[np.ndarray, np.ndarray]:
+def _parse_ids(
+    path: Path, tokens: np.ndarray, widths: np.ndarray, numeric: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact int64 ids (or the strings) and a mask of non-integer tokens; an integer
+    outside int64 is an error, since rounding it would merge distinct ids."""
     if not numeric:
         return tokens, np.zeros(len(tokens), dtype=bool)
-    try:
-        return tokens.astype(np.int64), np.zeros(len(tokens), dtype=bool)
-    except (ValueError, OverflowError):
-        numbers = pd.to_numeric(pd.Series(tokens), errors="coerce").to_numpy(np.float64)
-        bad = np.isnan(numbers) | (np.mod(np.nan_to_num(numbers), 1) != 0)
-        return np.where(bad, -1, np.nan_to_num(numbers)).astype(np.int64), bad
+    values, bad, outside = parse_int64(tokens)
+    if outside.any():
+        token = int(np.flatnonzero(outside)[0])
+        line = int(np.searchsorted(np.cumsum(widths), token, side="right")) + 1
+        raise out_of_range_error(
+            f"{path}:{line}", "id", tokens[token], "set numeric_ids: false to keep ids as strings"
+        )
+    return values, bad
 
 
 def _report(
@@ -149,6 +163,7 @@ def _report(
     format: str,
     max_bad: float,
     blank: np.ndarray,
+    detected: bool = False,
 ) -> dict:
     n_lines = int((~blank).sum())
     bad_lines = np.flatnonzero(bad)
@@ -165,7 +180,7 @@ def _report(
         hint += "Ids must be integers; set numeric_ids: false for string ids. "
     counts = skipped_lines_report(
         path, n_lines, len(bad_lines), examples or ["(the file is empty)"], int(blank.sum()), max_bad,
-        problem=f" for format={format!r}",
+        problem=f" for format={format!r}" + (" as detected from most lines" if detected else ""),
         advice=f"{hint}Fix or remove the lines, or raise max_bad_fraction to skip them.",
     )
-    return {"format": format, **counts}
+    return {"format": format, **({"format_detected": True} if detected else {}), **counts}

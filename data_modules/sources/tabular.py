@@ -2,11 +2,16 @@
 
 ``columns`` maps the roles ``user``, ``item``, ``timestamp`` and ``rating`` to the
 file's column names (``timestamp``/``rating`` may be ``null``: file order then serves
-as time, and there are no ratings). Ids stay integers when every id is a plain integer,
-otherwise they are kept as strings. Timestamps may be numbers or date strings.
+as time, and there are no ratings). A file without the default ``timestamp`` column is
+read in file order too, with a logged notice: many click logs are written in time order
+and have no time column; a column named explicitly must exist. Ids stay integers when
+every id is a plain int64 integer, otherwise they are kept as strings; in a column of
+mostly numbers, a few non-numbers are malformed rows (skipped and counted). Timestamps
+may be numbers or date strings.
 """
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from pathlib import Path
@@ -18,17 +23,19 @@ import pyarrow.parquet as pq
 
 from data_modules.interactions import InteractionData
 from data_modules.preprocessing import DataFormatError
-from data_modules.sources._common import Loader, SourceOptions
+from data_modules.sources._common import Loader, SourceOptions, expands_paths
 from data_modules.sources._features import optional_feature_table
-from data_modules.sources._reading import MAX_EXAMPLES, read_delimited, require_file
+from data_modules.sources._reading import INT64_MAX, MAX_EXAMPLES, parse_int64, read_delimited, require_file
 
 log = logging.getLogger(__name__)
 
 ROLES = ("user", "item", "timestamp", "rating")
 DEFAULT_COLUMNS = {"user": "user", "item": "item", "timestamp": "timestamp", "rating": None}
 PARQUET_SUFFIXES = (".parquet", ".pq")
+FLOAT_EXACT = 2**53  # larger floats no longer hold every integer
 
 
+@expands_paths
 def tabular(
     path: str | os.PathLike,
     format: str = "auto",
@@ -45,8 +52,8 @@ def tabular(
     ``names`` names the columns of a file without a header line (``header: false``)."""
     path = require_file(path, "set data.path to a CSV/TSV/Parquet file of interactions")
     fmt = _format(path, format)
-    roles = _roles(columns)
     sep = sep or ("\t" if path.suffix.lower() == ".tsv" else ",")
+    roles = _time_from_file_order(_roles(columns), _columns_of(path, fmt, sep, header, names), path)
     load = Loader.of(name or path.stem, options)
     feature_paths = [Path(p) for p in (item_features_path, user_features_path) if p]
 
@@ -94,6 +101,40 @@ def _roles(columns: Mapping[str, str | None] | None) -> dict[str, str | None]:
     return roles
 
 
+def _columns_of(path: Path, fmt: str, sep: str, header: bool, names: list[str] | None) -> list[str]:
+    """The file's column names (Parquet schema, header line or ``names``), read cheaply."""
+    if fmt == "parquet":
+        return pq.read_schema(path).names
+    if not header:
+        return list(names or [])
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        line = handle.readline().rstrip("\r\n")
+    if len(sep) > 1:
+        return line.split(sep)
+    return next(csv.reader([line], delimiter=sep, quotechar='"'), [])
+
+
+def _time_from_file_order(
+    roles: dict[str, str | None], available: list[str], path: Path
+) -> dict[str, str | None]:
+    """Without the default ``timestamp`` column, file order is the time order (logged).
+
+    Only the default name falls back: a column the user named must exist, and a file
+    missing the user or item column too is left to the reader's error, which lists all.
+    """
+    column = roles["timestamp"]
+    if column != DEFAULT_COLUMNS["timestamp"] or column in available:
+        return roles
+    if roles["user"] not in available or roles["item"] not in available:
+        return roles
+    log.warning(
+        "%s has no %r column: file order is taken as time order. Name the time column with "
+        "data.columns.timestamp=COLUMN, or set data.columns.timestamp=null to use file order "
+        "without this notice", path, column,
+    )
+    return {**roles, "timestamp": None}
+
+
 def _read_csv(
     path: Path, roles: dict, sep: str, header: bool, names: list[str] | None, max_bad: float, progress
 ) -> tuple[pd.DataFrame, dict]:
@@ -132,15 +173,17 @@ def _convert(raw: pd.DataFrame, path: Path, max_bad: float, report: dict) -> pd.
     bad = np.zeros(len(raw), dtype=bool)
     reasons: dict[str, int] = {}
     for role in ("user", "item"):
-        out[role], invalid = _ids(raw[role])
-        reasons[f"missing_{role}"] = int(invalid.sum())
-        bad |= invalid
+        out[role], missing, junk = _ids(raw[role], role, report)
+        reasons[f"missing_{role}"] = int(missing.sum())
+        reasons[f"non_numeric_{role}"] = int(junk.sum())
+        bad |= missing | junk
     if "timestamp" in raw.columns:
         out["timestamp"], invalid = _timestamps(raw["timestamp"])
         reasons["bad_timestamp"] = int(invalid.sum())
         bad |= invalid
     if "rating" in raw.columns:
         rating = pd.to_numeric(raw["rating"], errors="coerce")
+        rating = rating.where(np.isfinite(rating.astype(np.float64)))
         reasons["bad_rating"] = int(rating.isna().sum())
         bad |= rating.isna().to_numpy()
         out["rating"] = rating
@@ -160,30 +203,70 @@ def _convert(raw: pd.DataFrame, path: Path, max_bad: float, report: dict) -> pd.
     return out[~bad].reset_index(drop=True)
 
 
-def _ids(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Integer ids when all are plain integers (no leading zeros), else strings."""
+def _ids(values: pd.Series, role: str, report: dict) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Ids, a mask of missing ones and one of non-numbers in a column of numbers.
+
+    Mostly numbers: integers when all are plain int64 integers, else (leading zeros,
+    beyond int64) text, so no id changes; the few non-numbers are malformed rather
+    than turning every id into text. Mostly non-numbers: text. Parsed exactly, never
+    through float (which merges ids above 2**53).
+    """
     missing = values.isna().to_numpy().copy()
+    none = np.zeros(len(values), dtype=bool)
     if values.dtype == object or pd.api.types.is_string_dtype(values):
         missing |= (values.astype(str).str.strip() == "").to_numpy()
     if pd.api.types.is_integer_dtype(values) and not missing.any():
-        return values.astype(np.int64), missing
+        if pd.api.types.is_unsigned_integer_dtype(values) and len(values) and values.max() > INT64_MAX:
+            return _ids_as_text(values.astype(str), role, values.max(), report), missing, none
+        return values.astype(np.int64), missing, none
     if pd.api.types.is_float_dtype(values):
-        whole = np.all(np.mod(values.dropna(), 1) == 0)
-        if whole:
-            return values.fillna(-1).astype(np.int64), missing
-    text = values.astype(str).str.strip()
-    numbers = pd.to_numeric(text.where(~missing), errors="coerce")
-    if not numbers[~missing].isna().any():
-        as_int = numbers.fillna(-1).astype(np.int64)
-        if (as_int.astype(str)[~missing] == text[~missing]).all():
-            return as_int, missing
-    return text.where(~missing, ""), missing
+        return _float_ids(values, role), missing, none
+    text = values.astype(str).str.strip().where(~missing, "")
+    numbers, not_integer, outside = parse_int64(text.where(~missing, "0").to_numpy(dtype=object))
+    number = ~not_integer & ~missing
+    if 2 * number.sum() <= (~missing).sum():
+        return text, missing, none
+    junk = not_integer & ~missing
+    plain = (pd.Series(numbers).astype(str).to_numpy() == text.to_numpy()) & ~outside
+    if (plain | ~number).all():
+        return pd.Series(numbers, index=values.index), missing, junk
+    if (plain | outside | ~number).all():
+        return _ids_as_text(text, role, text[outside].iloc[0], report), missing, junk
+    return text, missing, junk
+
+
+def _float_ids(values: pd.Series, role: str) -> pd.Series:
+    """Whole-number float ids as int64; beyond 2**53 a float cannot hold distinct ids."""
+    finite = values.dropna().to_numpy()
+    if len(finite) and np.abs(finite).max() > FLOAT_EXACT:
+        raise DataFormatError(
+            f"{role} ids are stored as floating point and reach {np.abs(finite).max():.0f}, beyond "
+            f"2**53, where distinct ids round to the same float; store them as integers or strings"
+        )
+    if np.all(np.mod(finite, 1) == 0):
+        return values.fillna(-1).astype(np.int64)
+    return values.astype(str)
+
+
+def _ids_as_text(text: pd.Series, role: str, example: Any, report: dict) -> pd.Series:
+    """Integer ids beyond int64 are kept exactly as text; the report says why."""
+    note = f"{role} id {example} is outside int64, so all {role} ids are kept as text"
+    report.setdefault("ids_as_text", {})[role] = note
+    log.warning("%s", note)
+    return text
 
 
 def _timestamps(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Numbers stay numbers; otherwise dates (converted to UTC, zone dropped)."""
+    if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
+        stamps, not_integer, outside = parse_int64(values.fillna("").to_numpy(dtype=object))
+        fractional = not_integer & pd.to_numeric(values, errors="coerce").notna().to_numpy()
+        invalid = not_integer | outside
+        if not fractional.any() and (~invalid).sum() >= values.notna().sum() * 0.5:
+            return pd.Series(stamps, index=values.index), invalid  # exact, even ns epochs
     if not pd.api.types.is_datetime64_any_dtype(values):
         numbers = pd.to_numeric(values, errors="coerce")
+        numbers = numbers.where(np.isfinite(numbers.astype(np.float64)))
         if numbers.notna().sum() >= values.notna().sum() * 0.5:  # mostly numeric: a few bad
             return numbers.fillna(0), numbers.isna().to_numpy()
         values = pd.to_datetime(values, errors="coerce", format="mixed", utc=True)

@@ -5,7 +5,8 @@
   hands the data module this callback's pool with ``set_train_pool`` and makes Lightning
   rebuild the training loader every epoch (so the epoch length follows the pool size).
 - every epoch start and every batch end: moves to ``trainer.global_step`` and sets the
-  per-step knobs for the next batch, logging competence, active fraction and knob values.
+  per-step knobs for the next batch, logging competence, active fraction and knob values
+  per step (``curriculum/<name>``) and as the epoch's mean (``curriculum/<name>_epoch``).
 - ``state_dict``/``load_state_dict``: the schedule travels in checkpoints, so resuming
   mid-curriculum continues the same schedule.
 
@@ -87,6 +88,9 @@ class CurriculumCallback(pl.Callback):
     ) -> None:
         for name, value in self._values.items():  # what the batch just trained on saw
             pl_module.log(self.log_prefix + name, float(value), on_step=True, on_epoch=False, batch_size=1)
+            # the epoch's mean too: with few steps per epoch the per-step points may never be written
+            pl_module.log(self.log_prefix + name + "_epoch", float(value), on_step=False, on_epoch=True,
+                          batch_size=1, sync_dist=True)
         self._values = self.curriculum.step(trainer.global_step, _model(pl_module), self._broadcast)
 
     # -- checkpoints ----------------------------------------------------------------------

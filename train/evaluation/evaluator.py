@@ -86,7 +86,11 @@ class Evaluator:
     def new_metrics(self, num_items: int) -> RankingMetrics:
         """A fresh metric collection matching this protocol."""
         if self.protocol == "full" and max(self.ks) > num_items:
-            raise ValueError(f"cutoff k={max(self.ks)} exceeds the catalogue ({num_items} items)")
+            raise ValueError(
+                f"cutoff k={max(self.ks)} exceeds the catalogue: the data has {num_items} item(s) after "
+                f"preprocessing, fewer than the largest eval k; lower eval.ks (e.g. eval.ks=[{num_items}]) "
+                "or check the data (filters, path)"
+            )
         metrics = self.metrics
         if self.protocol == "sampled":
             metrics = tuple(m for m in metrics if m != "coverage") or ("hr",)

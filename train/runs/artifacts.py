@@ -32,7 +32,9 @@ from torch import nn
 
 from data_modules import cache
 from data_modules.interactions import InteractionData
-from train.runs.checkpoints import CheckpointError
+from data_modules.paths import expand_path
+from train.runs.checkpoints import CheckpointError, write_checksum
+from train.runs.targets import checked_run_config
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ def _weights_file(run_dir: Path, target: Path, best: str | Path | None, model: n
             "or enable the model_checkpoint callback"
         )
     torch.save(model.state_dict(), target / FP32_WEIGHTS)
+    write_checksum(target / FP32_WEIGHTS)
     return target / FP32_WEIGHTS
 
 
@@ -141,7 +144,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def find_run_dir(path: str | Path) -> Path:
     """The run directory of ``path``: the run dir itself, its artifacts/ or a checkpoint in it."""
-    path = Path(path).resolve()
+    path = expand_path(path).resolve()
     if not path.exists():
         raise ArtifactError(f"{path} does not exist; pass a run directory (the folder holding metrics.json)")
     for candidate in [path, *path.parents][:4]:
@@ -155,7 +158,11 @@ def find_run_dir(path: str | Path) -> Path:
 
 
 def load_run_artifacts(path: str | Path, ckpt: str | Path | None = None) -> RunArtifacts:
-    """Read a run's artifacts; ``ckpt`` (or ``path`` itself, if a file) overrides the weights."""
+    """Read a run's artifacts; ``ckpt`` (or ``path`` itself, if a file) overrides the weights.
+
+    ``~`` and ``$VAR`` in ``path``/``ckpt`` are expanded (``run=``, ``ckpt=``, ``init_from=``)."""
+    path = expand_path(path)
+    ckpt = expand_path(ckpt) if ckpt else None
     run_dir = find_run_dir(path)
     folder = run_dir / ARTIFACT_DIR
     meta = json.loads((folder / META_FILE).read_text())
@@ -165,13 +172,21 @@ def load_run_artifacts(path: str | Path, ckpt: str | Path | None = None) -> RunA
             f"{folder / META_FILE} has format version {version}, this code reads {FORMAT_VERSION}; "
             "use the recflow version that trained the run"
         )
-    cfg = OmegaConf.load(folder / CONFIG_FILE)
-    data = cache.load(folder / DATA_DIR)
+    cfg = checked_run_config(OmegaConf.load(folder / CONFIG_FILE), folder / CONFIG_FILE)  # before building
+    data = _load_data(folder / DATA_DIR)
     given = Path(path).resolve()
     if ckpt is None and given not in (run_dir, folder):  # a checkpoint file or DeepSpeed folder
         ckpt = given
     weights = Path(ckpt) if ckpt is not None else _absolute(meta["weights"], run_dir)
     return RunArtifacts(run_dir=run_dir, cfg=cfg, data=data, meta=meta, weights=_weights_file_of(weights))
+
+
+def _load_data(folder: Path) -> InteractionData:
+    """The run's data; an altered file is an error, as there is no source to rebuild it from."""
+    try:
+        return cache.load(folder)
+    except cache.CacheIntegrityError as exc:
+        raise ArtifactError(f"{exc}. The run folder was altered or damaged; restore it or train again") from None
 
 
 def _absolute(path: str, run_dir: Path) -> Path:

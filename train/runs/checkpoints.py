@@ -3,24 +3,78 @@
 Checkpoints are loaded with ``weights_only=True`` (no arbitrary pickles are executed).
 Lightning checkpoints keep the task's parameters under ``model.``; plain state dicts
 (e.g. a consolidated DeepSpeed checkpoint) are accepted as they are.
+
+Each checkpoint written by training gets a ``<file>.sha256`` sidecar (``sha256sum``
+format), checked before the file is read: a flipped byte in a tensor would otherwise
+load as slightly different weights without any error. A file without a sidecar (runs
+from before sidecars existed, files made by hand) loads with a warning.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
+SIDECAR = ".sha256"
+CHUNK = 1 << 20
+
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or does not fit the model it is loaded into."""
+
+
+def sidecar_of(path: str | Path) -> Path:
+    """``<path>.sha256``: where the checksum of ``path`` is kept."""
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksum(path: str | Path) -> Path:
+    """Write ``path``'s sidecar (temp file + rename: a reader never sees half of it)."""
+    path, sidecar = Path(path), sidecar_of(path)
+    part = sidecar.with_name(sidecar.name + ".part")
+    part.write_text(f"{file_sha256(path)}  {path.name}\n")
+    os.replace(part, sidecar)
+    return sidecar
+
+
+def verify_checksum(path: str | Path) -> None:
+    """Raise :class:`CheckpointError` if ``path`` differs from its sidecar; warn without one."""
+    path, sidecar = Path(path), sidecar_of(path)
+    if not path.is_file():  # nothing to compare; reading it fails with its own message
+        return
+    if not sidecar.is_file():
+        log.warning("checkpoint %s has no %s checksum file; loading it unverified", path, sidecar.name)
+        return
+    expected = (sidecar.read_text().split() or [""])[0].lower()
+    actual = file_sha256(path)
+    if actual != expected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match its checksum in {sidecar.name} (sha256 {actual}, "
+            f"expected {expected or 'nothing'}); the file was altered or damaged after it was "
+            "written: restore it or use another checkpoint"
+        )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file from a run's checkpoints/")
+    verify_checksum(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/corrupt files

@@ -11,7 +11,9 @@ Endpoints (JSON):
   history items are excluded unless ``"exclude_seen": false``.
 
 Ids are raw ids as in the source data. Bad requests get a 4xx status and a ``detail``
-that names the problem: 400 malformed JSON, 404 unknown user, 422 everything else.
+that names the problem: 400 malformed JSON (also nested too deeply, or a number too
+long to read), 404 unknown user, 413 a body over ``max_body_bytes`` (read no further),
+422 everything else. No input makes the service answer 500.
 Ranking goes through :func:`train.serving.recommend`, as batch inference does.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ from train.serving import RunContext, known_pairs, load_recommender, recommend
 
 log = logging.getLogger(__name__)
 RawId = StrictInt | str
+MAX_BODY_BYTES = 1 << 20  # a request names at most a few thousand ids
 
 
 class RecommendRequest(BaseModel):
@@ -138,9 +141,10 @@ def _concat_pairs(pairs: tuple[torch.Tensor, torch.Tensor], extra_items: np.ndar
     return torch.cat([pairs[0], torch.zeros_like(extra)]), torch.cat([pairs[1], extra])
 
 
-def create_app(service: RecommenderService) -> FastAPI:
-    """The FastAPI app. The body is parsed here (any content type) so that malformed
-    JSON and schema errors get one clear message; ranking runs in the thread pool."""
+def create_app(service: RecommenderService, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI app. The body is read (up to ``max_body_bytes``) and parsed here (any
+    content type) so that malformed JSON and schema errors get one clear message;
+    ranking runs in the thread pool."""
     app = FastAPI(title="recflow", description="Top-K recommendations from a trained recflow run")
 
     @app.exception_handler(RequestError)
@@ -153,10 +157,25 @@ def create_app(service: RecommenderService) -> FastAPI:
 
     @app.post("/recommend")
     async def recommend_endpoint(request: Request) -> dict[str, Any]:
-        req = parse_request(await request.body())
+        req = parse_request(await read_body(request, max_body_bytes))
         return await run_in_threadpool(service.handle, req)
 
     return app
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes (from
+    Content-Length, or while streaming a chunked body), so a huge body is never held."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse_request(body: bytes) -> RecommendRequest:
@@ -165,12 +184,35 @@ def parse_request(body: bytes) -> RecommendRequest:
         payload = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RequestError(400, "request body is nested too deeply; send a flat JSON object") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise RequestError(400, f"request body could not be read as JSON ({exc})") from None
     if not isinstance(payload, dict):
         raise RequestError(422, 'the body must be a JSON object, e.g. {"user": 1, "k": 10}')
     try:
-        return RecommendRequest.model_validate(payload)
+        req = RecommendRequest.model_validate(payload)
     except ValidationError as exc:
         raise RequestError(422, "; ".join(_problems(exc.errors()))) from None
+    _check_text_ids(req)
+    return req
+
+
+def _check_text_ids(req: RecommendRequest) -> None:
+    """String ids must be valid Unicode (JSON allows lone surrogates such as "\\ud800")."""
+    for field in ("user", "history", "exclude"):
+        value = getattr(req, field)
+        for raw in value if isinstance(value, list) else [value]:
+            if isinstance(raw, str) and not _encodable(raw):
+                raise RequestError(422, f"'{field}' holds a string id that is not valid Unicode text")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _problems(errors: list[dict[str, Any]]) -> list[str]:
@@ -189,4 +231,5 @@ def build_app(cfg: DictConfig) -> FastAPI:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     model, ctx = load_recommender(cfg.run, cfg.get("ckpt"), cfg.get("device", "cpu"))
-    return create_app(RecommenderService(model, ctx, int(cfg.max_request_items)))
+    limit = int(cfg.get("max_body_bytes") or MAX_BODY_BYTES)
+    return create_app(RecommenderService(model, ctx, int(cfg.max_request_items)), max_body_bytes=limit)

@@ -1,32 +1,67 @@
 """Fail fast on config values that would otherwise break deep inside a run."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import difflib
+import inspect
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from data_modules.preprocessing import PreprocessConfig
+from train.building import FEATURE_KEYS
+from train.evaluation.metrics import DEFAULT_METRICS, check_ks, check_metrics
 from train.extras import check_deepspeed_installed
+from train.training.checkpoint_checksums import is_remote
 
 
 class ConfigError(ValueError):
     """A config value is invalid; the message says which key and how to fix it."""
 
 
+# Nodes built from ``_target_``: their keys are checked against the target's signature.
+CHECKED_NODES = ("data", "eval", "trainer", "model.net", "model.task", "model.datamodule")
+# (node, key) -> smallest allowed value; the value -1 is also allowed where listed.
+MINIMUM: dict[tuple[str, str], float] = {
+    ("trainer", "max_epochs"): 1, ("trainer", "min_epochs"): 0, ("trainer", "max_steps"): 1,
+    ("trainer", "min_steps"): 0, ("trainer", "check_val_every_n_epoch"): 1,
+    ("trainer", "log_every_n_steps"): 1, ("trainer", "num_sanity_val_steps"): 0,
+    ("trainer", "accumulate_grad_batches"): 1, ("trainer", "gradient_clip_val"): 0,
+    ("trainer", "limit_train_batches"): 0, ("trainer", "limit_val_batches"): 0,
+    ("trainer", "limit_test_batches"): 0, ("eval", "batch_size"): 1, ("eval", "num_negatives"): 1,
+    ("eval", "max_history"): 1, ("eval", "num_workers"): 0, ("data", "max_bad_fraction"): 0,
+    ("model.datamodule", "batch_size"): 1, ("model.datamodule", "num_negatives"): 0,
+}  # fmt: skip
+NO_LIMIT = {("trainer", "max_epochs"), ("trainer", "max_steps"), ("trainer", "num_sanity_val_steps")}
+MAXIMUM: dict[tuple[str, str], float] = {("data", "max_bad_fraction"): 1}
+_HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+# Keys that train.building takes out of a node before building it.
+EXTRA_KEYS = {"model.net": FEATURE_KEYS}
+
+
 def check_config(cfg: DictConfig) -> None:
-    monitor = cfg.get("monitor", "")
-    if not monitor.startswith("val/"):
-        raise ConfigError(f"monitor={monitor!r}: the checkpoint must be chosen on a validation metric (val/...)")
-    optimized = cfg.get("optimized_metric")
-    if optimized and not optimized.startswith("val/"):
-        raise ConfigError(f"optimized_metric={optimized!r}: sweeps must optimise a validation metric, never test")
-    _, _, k = monitor.partition("@")
-    ks = list(cfg.eval.get("ks", []))
-    if k and int(k) not in ks:
-        raise ConfigError(f"monitor={monitor!r} needs k={k} in eval.ks (now {ks}); add it, e.g. eval.ks=[5,10,20]")
-    for key in ("max_epochs",):
-        value = cfg.trainer.get(key)
-        if value is not None and value != -1 and value < 1:
-            raise ConfigError(f"trainer.{key}={value} must be >= 1 (or -1 for no limit)")
+    """Every check that needs only the config, run before any data is read."""
+    for key in CHECKED_NODES:
+        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if isinstance(node, DictConfig):
+            check_node_types(node, key, EXTRA_KEYS.get(key, ()))
+    _check_numbers(cfg)
+    _check_preprocess(cfg)
+    _check_monitor(cfg)
     _check_weight_averaging(cfg)
+    _check_ckpt_path(cfg.get("ckpt_path"))
     check_deepspeed_installed(cfg)
+
+
+def _check_ckpt_path(ckpt_path: object) -> None:
+    """Lightning unpickles a remote checkpoint with weights_only=False (code in it runs)."""
+    if ckpt_path and is_remote(str(ckpt_path)):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: remote checkpoints are not loaded (Lightning would unpickle "
+            "them unchecked); download the file yourself and pass its local path"
+        )
 
 
 def _check_weight_averaging(cfg: DictConfig) -> None:
@@ -39,3 +74,206 @@ def _check_weight_averaging(cfg: DictConfig) -> None:
             "callbacks=averaged does not work with DeepSpeed strategies (the average is a whole, "
             "unpartitioned copy of the model); use callbacks=default, or trainer=ddp for averaging"
         )
+
+
+# --- monitor --------------------------------------------------------------------------
+
+
+def validation_metrics(eval_cfg: Any) -> list[str]:
+    """The ``val/...`` names the evaluator will log for this ``eval`` config."""
+    try:
+        ks = check_ks(list(eval_cfg.get("ks", [10])))
+        metrics = check_metrics(list(eval_cfg.get("metrics", DEFAULT_METRICS)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"eval.ks/eval.metrics: {exc}") from None
+    if eval_cfg.get("protocol", "full") == "sampled":  # as Evaluator.new_metrics: no coverage
+        metrics = tuple(m for m in metrics if m != "coverage") or ("hr",)
+    names = [f"val/{m}@{k}" for k in ks for m in metrics]
+    return names + (["val/mrr"] if "mrr" in metrics else [])
+
+
+def _check_monitor(cfg: DictConfig) -> None:
+    """``monitor`` (and ``optimized_metric``) must be a metric validation will log, or
+    checkpointing fails after the first validation, with a trained epoch lost."""
+    valid = validation_metrics(cfg.eval)
+    for key in ("monitor", "optimized_metric"):
+        value = cfg.get(key)
+        if key == "optimized_metric" and value is None:
+            continue
+        if not isinstance(value, str) or not value.startswith("val/"):
+            raise ConfigError(
+                f"{key}={value!r}: the checkpoint must be chosen on a validation metric (val/...), "
+                f"never test, e.g. {key}={valid[0]}"
+            )
+        if value not in valid:
+            raise ConfigError(f"{key}={value!r} is not a metric validation logs; {_closest(value, valid, cfg)}")
+
+
+def _closest(value: str, valid: list[str], cfg: DictConfig) -> str:
+    """The fix: the nearest valid name, or the eval.ks entry the cutoff needs."""
+    name, _, k = value.removeprefix("val/").partition("@")
+    if k.isdigit() and f"val/{name}@{valid[0].partition('@')[2]}" in valid:
+        return f"add k={k} to eval.ks (now {list(cfg.eval.get('ks', []))}), e.g. eval.ks=[5,10,{k}]"
+    best = difflib.get_close_matches(value, valid, n=1, cutoff=0.0)
+    return f"did you mean {best[0]!r}? Valid: {', '.join(valid)}"
+
+
+def _check_preprocess(cfg: DictConfig) -> None:
+    """``data.preprocess`` is validated when the data is built; do it before anything runs."""
+    node = _value(cfg, "data.preprocess")
+    if node is None:
+        return
+    try:
+        PreprocessConfig.of(node)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.{exc}" if str(exc).startswith("preprocess.") else f"data.preprocess: {exc}") from None
+
+
+# --- numbers --------------------------------------------------------------------------
+
+
+def _check_numbers(cfg: DictConfig) -> None:
+    """Range checks where a wrong number fails late or silently (types: check_node_types)."""
+    for (node, key), minimum in MINIMUM.items():
+        value = _value(cfg, f"{node}.{key}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if (node, key) in NO_LIMIT and value == -1:
+            continue
+        maximum = MAXIMUM.get((node, key))
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+            extra = " (or -1 for no limit)" if (node, key) in NO_LIMIT else ""
+            raise ConfigError(f"{node}.{key}={value} must be {bounds}{extra}")
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    """The resolved value at ``key``; None when absent or not resolvable here."""
+    try:
+        return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    except Exception:  # an interpolation that needs the run (resolved later by Hydra)
+        return None
+
+
+# --- types from the targets' signatures --------------------------------------------------
+
+
+def check_node_types(node: DictConfig, prefix: str, extra: Sequence[str] = ()) -> None:
+    """Each key of a ``_target_`` node must be a parameter of the target and hold a value
+    of its annotated type, so ``trainer.max_epochs=abc`` names the key instead of failing
+    as a TypeError deep inside; nested ``_target_`` nodes are checked too."""
+    params, hints, open_ended = _signature(node.get("_target_"))
+    for key in node:
+        key = str(key)
+        if key in _HYDRA_KEYS or key in extra:
+            continue
+        where = f"{prefix}.{key}"
+        if params is not None and key not in params and not open_ended:
+            close = difflib.get_close_matches(key, sorted(params), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{where}: {node['_target_']} has no option {key!r}; {hint}options: {sorted(params)}")
+        try:
+            value = node[key]
+        except Exception:  # an interpolation that needs the run (resolved later by Hydra)
+            continue
+        if isinstance(value, DictConfig) and "_target_" in value:
+            check_node_types(value, where)
+        elif key in hints:
+            _check_value(where, value, hints[key])
+
+
+def _signature(target: Any) -> tuple[set[str] | None, dict[str, Any], bool]:
+    """Parameter names, their type hints and whether unknown keys are accepted;
+    ``(None, {}, True)`` when the target cannot be inspected here."""
+    if not isinstance(target, str):
+        return None, {}, True
+    try:
+        obj = get_object(target)
+        function = inspect.unwrap(obj.__init__ if inspect.isclass(obj) else obj)
+        signature = inspect.signature(function)
+        hints = typing.get_type_hints(function)
+    except Exception:  # not importable or unresolvable hints: Hydra reports it when building
+        return None, {}, True
+    params = {
+        n for n, p in signature.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    open_ended = False
+    for name, parameter in signature.parameters.items():
+        if parameter.kind is parameter.VAR_KEYWORD:
+            options = _unpacked(hints.get(name))
+            open_ended |= options is None
+            params |= set(options or {})
+            hints.update(options or {})
+    return params, hints, open_ended
+
+
+def _unpacked(hint: Any) -> dict[str, Any] | None:
+    """The keys of ``**kwargs: Unpack[SomeTypedDict]``; None for open ``**kwargs``."""
+    if typing.get_origin(hint) is typing.Unpack:
+        return typing.get_type_hints(typing.get_args(hint)[0])
+    return None
+
+
+def _check_value(where: str, value: Any, hint: Any) -> None:
+    if _fits(value, hint) is False:
+        raise ConfigError(f"{where}={value!r} must be {_describe(hint)}")
+
+
+def _fits(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` matches ``hint``; None when the hint cannot be checked here."""
+    if hint is Any or hint is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, _UNION_TYPE):
+        answers = [_fits(value, arg) for arg in args]
+        return True if True in answers else (None if None in answers else False)
+    if origin is typing.Literal:
+        return value in args
+    if isinstance(hint, type) and hint in _SCALARS:
+        return _SCALARS[hint](value)
+    if origin in (list, tuple, Sequence, typing.Sequence):
+        if not isinstance(value, (list, tuple, ListConfig)):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        answers = [_fits(v, inner[min(i, len(inner) - 1)]) for i, v in enumerate(value)] if inner else []
+        return False if False in answers else True
+    if origin in (dict, Mapping, typing.Mapping) or hint in (dict, Mapping):
+        return isinstance(value, (dict, Mapping)) or None
+    if isinstance(hint, type) and (value is None or isinstance(value, (str, int, float, bool))):
+        try:  # a plain value where a class (e.g. Tensor) is expected
+            return isinstance(value, hint)
+        except TypeError:  # protocols and the like
+            return None
+    return None
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, _UNION_TYPE):
+        return " or ".join(_describe(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (list, tuple, Sequence, typing.Sequence):
+        inner = [a for a in args if a is not Ellipsis]
+        return f"a list (each entry {_describe(inner[0])})" if inner else "a list"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(hint, "null" if hint is type(None) else getattr(hint, "__name__", str(hint)))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_UNION_TYPE = type(int | None)
+_SCALARS: dict[Any, Callable[[Any], bool]] = {
+    int: _is_int,
+    float: _is_number,
+    bool: lambda v: isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}

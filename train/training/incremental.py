@@ -41,6 +41,7 @@ from recmodels.growth import RowMap
 from train.runs.artifacts import ArtifactError, RunArtifacts, load_run_artifacts
 from train.building import build_with_data
 from train.runs.checkpoints import CheckpointError, load_checkpoint, model_state
+from train.runs.targets import UntrustedConfigError
 from train.evaluation import Evaluator, evaluate
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ log = logging.getLogger(__name__)
 def previous_run(init_from: str | Path) -> RunArtifacts:
     """The artifacts of ``init_from`` (a run directory or a checkpoint inside one)."""
     try:
-        return load_run_artifacts(init_from)
-    except (ArtifactError, CheckpointError):
+        return load_run_artifacts(init_from)  # refuses config targets that are not recflow's own
+    except (ArtifactError, CheckpointError, UntrustedConfigError):
         raise
     except Exception as exc:  # unreadable json/yaml/parquet: say which run, not a deep trace
         raise ArtifactError(

@@ -12,15 +12,18 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from train.runs.artifacts import save_run_artifacts
 from train.building import build_with_data, instantiate_with
+from train.training.console import console_callbacks, count_parameters, quiet_loggers, quiet_third_party
+from train.training.checkpoint_checksums import checksum_checkpoints
 from train.training.incremental import align_with_previous_run, warm_start
+from train.training.threads import check_setting, configure_threads
 from train.runs.results import flat_metrics, results_table, write_metrics
+from train.training.tracking import build_loggers, log_config, publish_results, tracking_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +34,6 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return [hydra.utils.instantiate(node) for node in nodes if node and "_target_" in node]
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    node = cfg.get("logger")
-    if not node or "_target_" not in node:
-        return []
-    return [hydra.utils.instantiate(node)]
-
-
 def checkpoint_callback(callbacks: list[pl.Callback]) -> ModelCheckpoint | None:
     return next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
 
@@ -46,8 +42,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, keep the best checkpoint by ``cfg.monitor``, test it, write metrics.json."""
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    if cfg.get("num_threads"):
-        torch.set_num_threads(cfg.num_threads)
+    check_setting(cfg.get("num_threads"))  # a bad value fails before the data loads
+    quiet_third_party()
     started = time.perf_counter()
 
     data = hydra.utils.instantiate(cfg.data)
@@ -61,11 +57,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
     task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
 
+    loggers = build_loggers(cfg)  # W&B: named, tagged, same id when resumed (tracking.py)
+    quiet_loggers(loggers)
     callbacks = build_callbacks(cfg)
-    loggers = build_loggers(cfg)
-    trainer: pl.Trainer = instantiate_with(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    callbacks += tracking_callbacks(callbacks, loggers)
+    callbacks += console_callbacks(cfg.trainer)  # parameter summary (embedding vs dense), progress bar
+    trainer: pl.Trainer = instantiate_with(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_model_summary=False
+    )
+    checksum_checkpoints(trainer)  # <ckpt>.sha256 written on save, checked before every load
+    configure_threads(cfg.get("num_threads"), count_parameters(model).total, processes=trainer.num_devices)
+    log_config(loggers, cfg)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     checkpoint = checkpoint_callback(callbacks)
@@ -86,12 +88,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         train_seconds=round(time.perf_counter() - started, 1),
     )
     report_results(output_dir, metrics)
+    publish_results(loggers, metrics, output_dir / "metrics.json")  # summary, artifacts (log_model)
     return metrics
 
 
 @rank_zero_only
 def report_results(output_dir: Path, metrics: dict[str, Any]) -> None:
     write_metrics(output_dir / "metrics.json", metrics)
-    print(f"\nProtocol: {metrics['protocol']}  model: {metrics['model']}  data: {metrics['data']}")
-    print(results_table(metrics))
-    print(f"\nRun directory: {output_dir.resolve()}  (metrics.json, checkpoints, logs)")
+    text = (f"Protocol: {metrics['protocol']}  model: {metrics['model']}  data: {metrics['data']}\n"
+            f"{results_table(metrics)}\n\nRun directory: {output_dir.resolve()}  (metrics.json, checkpoints, logs)")
+    if logging.getLogger().hasHandlers():  # under Hydra: the console and the run's train.log
+        log.info("results\n%s", text)
+    else:
+        print(f"\n{text}")

@@ -24,13 +24,13 @@ from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 from pytorch_lightning.trainer.states import TrainerFn
 
 from train.extras import require
+from train.training.resolvers import PRECISION_RESOLVER, register_resolvers  # noqa: F401  (re-exported)
 from train.runs.consolidate import ConsolidationError, checkpoint_world_size
 
 log = logging.getLogger(__name__)
 
 GPU_NAMES = ("cuda", "gpu")
 ACCELERATORS = ("auto", "cpu", *GPU_NAMES)
-PRECISION_RESOLVER = "recflow.precision"
 
 
 class StrategyConfigError(ValueError):
@@ -67,13 +67,7 @@ def auto_precision(accelerator: str = "auto") -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
-def register_resolvers() -> None:
-    """Make ``${recflow.precision:<accelerator>}`` available to the trainer configs."""
-    if not OmegaConf.has_resolver(PRECISION_RESOLVER):
-        OmegaConf.register_new_resolver(PRECISION_RESOLVER, auto_precision)
-
-
-register_resolvers()
+register_resolvers()  # for code (scripts, tests) that builds trainers without the commands
 
 
 def _timeout(minutes: float) -> timedelta:

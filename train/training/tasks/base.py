@@ -45,7 +45,10 @@ class RecTask(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.training_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=self._batch_size(batch))
+        size = self._batch_size(batch)
+        self.log("train/loss_step", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=size)
+        # The epoch mean over every rank's batches: synced once per epoch, not at every step.
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=size)
         return loss
 
     @staticmethod
@@ -75,7 +78,15 @@ class RecTask(pl.LightningModule):
         self._log_metrics("test", self.test_metrics)
 
     def _log_metrics(self, prefix: str, metrics: Any) -> None:
-        # compute() already sums states across ranks, so no further sync is needed.
         values = {f"{prefix}/{name}": value.float() for name, value in metrics.compute().items()}
-        self.log_dict(values, prog_bar=False, sync_dist=False, rank_zero_only=False)
+        watched = self._monitored()
+        for on_bar in (True, False):
+            chosen = {name: value for name, value in values.items() if (name in watched) == on_bar}
+            # compute() already summed the states of every rank, so each rank holds the same
+            # value; the max over ranks keeps it exact and tells Lightning it is global.
+            self.log_dict(chosen, prog_bar=on_bar, sync_dist=True, reduce_fx="max", rank_zero_only=False)
         metrics.reset()
+
+    def _monitored(self) -> set[str]:
+        """Metrics the trainer's callbacks watch (best checkpoint, early stopping): on the progress bar."""
+        return {name for cb in self.trainer.callbacks if isinstance(name := getattr(cb, "monitor", None), str)}

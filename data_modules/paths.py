@@ -1,0 +1,16 @@
+"""Paths as a user writes them: ``~`` and ``$VAR``/``${VAR}`` expanded.
+
+A shell expands neither in ``data.root=~/data`` (the word is no variable assignment), a
+quoted override (``data.root='~/data'``) or a config file hands them over literally, and
+``pathlib.Path`` never expands them, so every path option goes through
+:func:`expand_path` before it is used.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def expand_path(path: str | os.PathLike) -> Path:
+    """``path`` with environment variables and a leading ``~``/``~user`` expanded."""
+    return Path(os.path.expanduser(os.path.expandvars(os.fspath(path))))

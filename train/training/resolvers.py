@@ -1,0 +1,24 @@
+"""OmegaConf resolvers the shipped configs use, registered without importing torch.
+
+The commands register them before Hydra composes a config; torch and Lightning load only
+when a config actually resolves a value, so ``--help``, ``--cfg`` and tab completion
+answer at once.
+"""
+from __future__ import annotations
+
+PRECISION_RESOLVER = "recflow.precision"
+
+
+def precision(accelerator: str = "auto") -> str:
+    """``${recflow.precision:<accelerator>}``: see :func:`train.training.strategies.auto_precision`."""
+    from train.training.strategies import auto_precision
+
+    return auto_precision(accelerator)
+
+
+def register_resolvers() -> None:
+    """Make ``${recflow.precision:<accelerator>}`` available to the trainer configs."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(PRECISION_RESOLVER):
+        OmegaConf.register_new_resolver(PRECISION_RESOLVER, precision)
