@@ -1,8 +1,8 @@
 """Paths as a user writes them: ``~`` and ``$VAR``/``${VAR}`` expanded.
 
-A shell expands neither in ``data.root=~/data`` (the word is no variable assignment), a
-quoted override (``data.root='~/data'``) or a config file hands them over literally, and
-``pathlib.Path`` never expands them, so every path option goes through
+The shell leaves the ``~`` of ``data.root=~/data`` alone (the word is no variable
+assignment), a quoted override or a config file hands ``~`` and ``$VAR`` over literally,
+and ``pathlib.Path`` expands neither, so every path option goes through
 :func:`expand_path` before it is used.
 """
 from __future__ import annotations

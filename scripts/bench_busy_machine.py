@@ -3,6 +3,7 @@ busy process, with torch's thread default and with `num_threads: auto`.
 
     python scripts/bench_busy_machine.py                      # 2 epochs, one spinning process
     python scripts/bench_busy_machine.py --epochs 20 --busy 2 --no-pin -- model=sasrec
+    python scripts/bench_busy_machine.py --repeats 3 --settings "torch default" auto
 
 Settings compared (each idle, then beside ``--busy`` spinning processes):
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,23 +84,27 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="let the spinners float over all cores")
     parser.add_argument("--logger", default="none", help="logger=... (make train: wandb)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is reported")
     args, extra = parser.parse_known_args()
     extra = [e for e in extra if e != "--"]
     out = Path(tempfile.mkdtemp(prefix="bench_busy_"))
     print(f"{len(os.sched_getaffinity(0))} usable cores; {args.epochs} epochs; busy = {args.busy} spinning "
           f"process(es), {'floating' if args.no_pin else 'pinned'}; overrides: {extra or 'none'}")
     print(f"{'setting':<16}{'machine':<7}{'others':>8}{'threads':>9}{'wall_s':>9}")
-    results: dict[tuple[str, str], float] = {}
-    for setting in args.settings:
-        for machine in ("idle", "busy"):
-            others = busy_cores(1.0)
-            spinners = start_spinners(args.busy, not args.no_pin) if machine == "busy" else []
-            try:
-                seconds, threads = run_once(setting, args.epochs, args.logger, extra, out / f"{setting}_{machine}")
-            finally:
-                stop(spinners)
-            results[setting, machine] = seconds
-            print(f"{setting:<16}{machine:<7}{others:>8.1f}{threads:>9}{seconds:>9.1f}", flush=True)
+    runs: dict[tuple[str, str], list[float]] = {}
+    for repeat in range(args.repeats):
+        for setting in args.settings:
+            for machine in ("idle", "busy"):
+                others = busy_cores(1.0)
+                spinners = start_spinners(args.busy, not args.no_pin) if machine == "busy" else []
+                try:
+                    run_dir = out / f"{setting}_{machine}_{repeat}".replace(" ", "_")
+                    seconds, threads = run_once(setting, args.epochs, args.logger, extra, run_dir)
+                finally:
+                    stop(spinners)
+                runs.setdefault((setting, machine), []).append(seconds)
+                print(f"{setting:<16}{machine:<7}{others:>8.1f}{threads:>9}{seconds:>9.1f}", flush=True)
+    results = {cell: statistics.median(seconds) for cell, seconds in runs.items()}
     print(f"\n{'setting':<16}{'idle_s':>9}{'busy_s':>9}{'busy/idle':>11}")
     for setting in args.settings:
         idle, busy = results[setting, "idle"], results[setting, "busy"]

@@ -131,22 +131,100 @@ def test_link_escaping_the_target_is_refused(tmp_path):
     assert not (tmp_path / "out" / "pkg").exists()
 
 
-def test_link_inside_the_target_is_kept(tmp_path):
+def test_every_link_is_refused_even_one_inside_the_target(tmp_path):
     _zip_with_link(tmp_path / "link.zip", "pkg/link", "real.txt")
     with zipfile.ZipFile(tmp_path / "link.zip", "a") as archive:
         archive.writestr("pkg/real.txt", "content")
-    safe_extract(tmp_path / "link.zip", tmp_path / "out")
-    assert (tmp_path / "out" / "pkg" / "link").read_text() == "content"
+    with pytest.raises(UnsafeArchiveError, match="'pkg/link' is a symbolic link"):
+        safe_extract(tmp_path / "link.zip", tmp_path / "out")
+    assert not (tmp_path / "out" / "pkg").exists()
+
+
+def test_chained_links_cannot_escape(server, tmp_path):
+    """Each link alone stays inside (s -> .., p -> s/.., q -> p/..); followed in turn,
+    q/file lands levels above the target. Links are refused, so nothing lands anywhere."""
+    www, url = server
+    with zipfile.ZipFile(www / "chain.zip", "w") as archive:
+        for name, target in (("d/s", ".."), ("d/p", "s/.."), ("d/q", "p/..")):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+        archive.writestr("d/q/escaped.txt", "x")
+        archive.writestr("d/q/q2/escaped.txt", "x")
+    root = tmp_path / "a" / "b" / "c" / "data"
+    with pytest.raises(UnsafeArchiveError, match="symbolic link"):
+        fetch(f"{url}/chain.zip", root, None, progress=False)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not (root / "d").exists() and not list(root.glob(".extract-*"))
 
 
 def test_extraction_merges_into_existing_folder(tmp_path):
     # The shared ml-1m folder may already hold movies.dat/users.dat without ratings.dat.
     (tmp_path / "out" / "ml-1m").mkdir(parents=True)
-    (tmp_path / "out" / "ml-1m" / "movies.dat").write_text("old")
+    (tmp_path / "out" / "ml-1m" / "movies.dat").write_text("same")
     (tmp_path / "out" / "ml-1m" / "mine.txt").write_text("keep")
-    make_zip(tmp_path / "a.zip", {"ml-1m/movies.dat": "new", "ml-1m/ratings.dat": "r"})
+    make_zip(tmp_path / "a.zip", {"ml-1m/movies.dat": "same", "ml-1m/ratings.dat": "r"})
     safe_extract(tmp_path / "a.zip", tmp_path / "out")
     folder = tmp_path / "out" / "ml-1m"
-    assert (folder / "movies.dat").read_text() == "new"
+    assert (folder / "movies.dat").read_text() == "same"
     assert (folder / "ratings.dat").read_text() == "r"
     assert (folder / "mine.txt").read_text() == "keep"
+    assert not list((tmp_path / "out").glob(".extract-*"))
+
+
+def test_an_existing_file_with_other_content_is_never_overwritten(tmp_path):
+    folder = tmp_path / "out" / "ml-1m"
+    folder.mkdir(parents=True)
+    (folder / "movies.dat").write_text("edited by me")
+    make_zip(tmp_path / "a.zip", {"ml-1m/movies.dat": "new", "ml-1m/ratings.dat": "r"})
+    with pytest.raises(UnsafeArchiveError, match=f"would replace {folder / 'movies.dat'}.*nothing was changed"):
+        safe_extract(tmp_path / "a.zip", tmp_path / "out")
+    assert (folder / "movies.dat").read_text() == "edited by me"
+    assert not (folder / "ratings.dat").exists()  # nothing moved at all
+    assert not list((tmp_path / "out").glob(".extract-*"))
+
+
+@pytest.mark.parametrize("existing", ["folder", "file"])
+def test_a_member_named_like_an_existing_path_of_the_other_kind_is_refused(tmp_path, existing):
+    out = tmp_path / "out"
+    if existing == "folder":  # the archive has a file 'mydata' where the user has a folder
+        (out / "mydata").mkdir(parents=True)
+        (out / "mydata" / "precious.txt").write_text("keep")
+        make_zip(tmp_path / "a.zip", {"mydata": "a file", "other.txt": "o"})
+    else:  # the archive has a folder 'mydata/' where the user has a file
+        out.mkdir()
+        (out / "mydata").write_text("keep")
+        make_zip(tmp_path / "a.zip", {"mydata/inner.txt": "i", "other.txt": "o"})
+    with pytest.raises(UnsafeArchiveError, match="would replace"):
+        safe_extract(tmp_path / "a.zip", out)
+    kept = out / "mydata" / "precious.txt" if existing == "folder" else out / "mydata"
+    assert kept.read_text() == "keep"
+    assert not (out / "other.txt").exists()
+
+
+def test_an_archive_without_known_checksum_is_hashed_logged_and_pinned(server, tmp_path, caplog):
+    www, url = server
+    digest = make_zip(www / "custom.zip", {"custom/a.txt": "a"})
+    root = tmp_path / "data"
+    with caplog.at_level("WARNING", logger="data_modules.download"):
+        fetch(f"{url}/custom.zip", root, None, progress=False)
+    assert f"its sha256 is {digest}" in caplog.text and "data.checksum=[sha256," in caplog.text
+    assert (root / "custom.zip.sha256").read_text().split() == [digest, "custom.zip"]
+    assert (root / "custom" / "a.txt").read_text() == "a"
+    # Later runs check against the recorded digest: a changed download is refused.
+    (root / "custom.zip").unlink()
+    make_zip(www / "custom.zip", {"custom/a.txt": "changed on the server"})
+    with pytest.raises(ChecksumError, match=f"expected {digest}"):
+        fetch(f"{url}/custom.zip", root, None, progress=False)
+    assert (root / "custom" / "a.txt").read_text() == "a"
+
+
+def test_movielens_custom_url_logs_the_computed_sha256(server, tmp_path, caplog):
+    www, url = server
+    digest = ml100k_zip(www / "mirror-100k.zip")
+    root = tmp_path / "data"
+    with caplog.at_level("WARNING", logger="data_modules.download"):
+        data = movielens("ml-100k", root=root, url=f"{url}/mirror-100k.zip", progress=False)
+    assert data.num_users == 3
+    assert f"its sha256 is {digest}" in caplog.text
+    assert (root / "mirror-100k.zip.sha256").read_text().split()[0] == digest

@@ -155,7 +155,8 @@ def test_zero2_resume_after_interruption_matches_uninterrupted(zero2: Path, tmp_
     run(tmp_path, "trainer=deepspeed_zero2", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}", nproc=2)
     last = run_dir / "checkpoints" / "last.ckpt"
     assert (last / "checkpoint").is_dir()
-    run(tmp_path, "trainer=deepspeed_zero2", f"hydra.run.dir={run_dir}", f"ckpt_path={last}", nproc=2)
+    run(tmp_path, "trainer=deepspeed_zero2", f"resume={run_dir}", nproc=2)  # every rank joins run_dir
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no second run folder (outputs/)
     resumed, straight = read_metrics(run_dir), read_metrics(zero2)
     assert resumed["epochs"] == straight["epochs"]
     for split in ("val", "test"):

@@ -11,7 +11,8 @@ from pathlib import Path
 import hydra
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
 
 from helpers import CONF_DIR, tiny_config
 from train.building import build_with_data, instantiate_with
@@ -30,6 +31,28 @@ def test_every_experiment_is_found() -> None:
     assert {"ncf_ml1m", "sasrec_ml1m_paper", "bert4rec_ml1m", "gsasrec_ml1m"} <= set(EXPERIMENTS)
 
 
+# How each model.net setting shows in the built module (read from the module, not the config).
+NET_READERS = {
+    "hidden": lambda m: m.hidden,
+    "max_len": lambda m: m.max_len,
+    "num_blocks": lambda m: len(m.encoder.blocks),
+    "num_heads": lambda m: only({block.attn.num_heads for block in m.encoder.blocks}),
+    "dropout": lambda m: m.encoder.drop.p,
+    "tied_output": lambda m: m.output_emb is None,
+    "mf_dim": lambda m: m.gmf.item_emb.embedding_dim,
+}
+
+
+def only(values: set) -> object:
+    assert len(values) == 1, values
+    return values.pop()
+
+
+def experiment_file(name: str) -> DictConfig:
+    """The experiment's own settings, read from its file (independently of composition)."""
+    return OmegaConf.load(Path(CONF_DIR) / "experiment" / f"{name}.yaml")
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_builds_on_tiny_data(name: str, tmp_path: Path) -> None:
     cfg = experiment_config(name)
@@ -38,12 +61,27 @@ def test_experiment_builds_on_tiny_data(name: str, tmp_path: Path) -> None:
     model = build_with_data(cfg.model.net, data)
     datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
     task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
-    assert task.model is model and datamodule is not None
+    assert task.model is model
+    assert type(datamodule) is get_object(cfg.model.datamodule._target_) and datamodule.data is data
     assert datamodule.eval_spec is evaluator.spec  # evaluation rows come from the data module
     if hasattr(task, "item_popularity"):  # statistics arrive at construction, from the data
         assert (task.item_popularity == data.item_popularity()).all()
-    # The experiment's own model settings reached the module.
-    if name == "gsasrec_ml1m":
-        assert model.output_emb is not None and model.hidden == 128
-    if name.startswith("ncf_ml1m"):
-        assert model.gmf.item_emb.embedding_dim == cfg.model.net.mf_dim
+    # The experiment file's own settings reached the built objects.
+    own = experiment_file(name).get("model", {})
+    for key, value in (own.get("net") or {}).items():
+        assert NET_READERS[key](model) == value, f"model.net.{key}"
+    if "batch_size" in (own.get("datamodule") or {}):
+        assert datamodule.batch_size == own.datamodule.batch_size
+    if "ks" in (experiment_file(name).get("eval") or {}):
+        assert list(evaluator.ks) == sorted(experiment_file(name).eval.ks)
+    task.setup("fit")
+    loss = (own.get("task") or {}).get("loss") or {}
+    for key, value in loss.items():
+        assert (task.loss_config[key] if key == "name" else getattr(task.loss_fn, key)) == value, f"loss.{key}"
+    lr = ((own.get("task") or {}).get("optimizer") or {}).get("lr")
+    if lr is not None:
+        optimizer = task.configure_optimizers()
+        optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        assert optimizer.param_groups[0]["lr"] == lr
+    if "embedding_l2" in (own.get("task") or {}):
+        assert task.embedding_l2 == own.task.embedding_l2

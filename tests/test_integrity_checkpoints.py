@@ -113,7 +113,7 @@ def test_resuming_from_a_flipped_last_checkpoint_fails_clearly(run_dir: Path, tm
     run = copied(run_dir, tmp_path)
     last = run / "checkpoints" / "last.ckpt"
     flip(last)
-    cfg = tiny_config(tmp_path / "resumed", "model=gmf", *QUICK)
+    cfg = tiny_config(run, "model=gmf", *QUICK)
     with open_dict(cfg):
         cfg.trainer.max_epochs = 4
         cfg.ckpt_path = str(last)
@@ -123,7 +123,7 @@ def test_resuming_from_a_flipped_last_checkpoint_fails_clearly(run_dir: Path, tm
 
 def test_resuming_from_an_intact_last_checkpoint_still_works(run_dir: Path, tmp_path: Path) -> None:
     run = copied(run_dir, tmp_path)
-    cfg = tiny_config(tmp_path / "resumed", "model=gmf", "eval.ks=[5,10]")
+    cfg = tiny_config(run, "model=gmf", "eval.ks=[5,10]")
     with open_dict(cfg):
         cfg.trainer.max_epochs = 4
         cfg.ckpt_path = str(run / "checkpoints" / "last.ckpt")
@@ -205,3 +205,10 @@ def test_real_zero2_shards_consolidate_weights_only_and_a_tampered_one_is_refuse
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode != 0 and "was refused" in cli.stderr
     assert not marker.exists() and not (tmp_path / "t.pt").exists()
+
+
+def test_shards_without_what_zero_writes_fail_clearly(tmp_path: Path) -> None:
+    pytest.importorskip("deepspeed")
+    ckpt = fake_zero_folder(tmp_path, MODEL_STATES, {"nothing": torch.zeros(1)})
+    with pytest.raises(ConsolidationError, match="not a complete DeepSpeed ZeRO checkpoint"):
+        consolidate(ckpt)

@@ -2,8 +2,8 @@
 
 Each command line is classified. Training commands compose the real config with the
 README's overrides (a renamed key or group fails here), and the single-process ones
-train at tiny scale; the run tools (infer, export, serve, profile) compose theirs and
-infer/profile run on a tiny run; torchrun, multi-GPU and ``make`` lines compose without
+train at tiny scale; the run tools (``recflow-infer/-export/-serve/-profile/-evaluate``)
+compose theirs and infer/profile run on a tiny run; torchrun, multi-GPU and ``make`` lines compose without
 launching anything; scripts must exist and know their flags. Files the README names
 (``PATH/ml-1m.txt``, ``$HOME/data/ml-1m``, ``clicks.parquet``, ...) are generated in a
 temporary folder that stands in for the user's current folder and home. A line no rule

@@ -86,6 +86,10 @@ EDITS: dict[str, tuple[Callable[[Any, dict[str, Path]], None], str]] = {
                         cfg.model.net.__setitem__("filepath_or_buffer", str(f["pkl"]))),
         "pandas.read_pickle",
     ),
+    "net_by_interpolation": (
+        lambda cfg, f: (cfg.__setitem__("elsewhere", read_pickle(f)), cfg.model.__setitem__("net", "${elsewhere}")),
+        "pandas.read_pickle",
+    ),
     "node_made_by_resolver": (
         lambda cfg, f: cfg.model.net.__setitem__(
             "extra", "${oc.create:{_target_: pandas.read_pickle, filepath_or_buffer: '" + str(f["pkl"]) + "'}}"
@@ -138,6 +142,14 @@ def test_cli_commands_refuse_a_crafted_run(run_dir: Path, tmp_path: Path) -> Non
     assert proc.returncode != 0
     assert "pandas.read_pickle" in proc.stderr and "config.yaml" in proc.stderr
     assert not marker.exists() and not out.exists()
+
+
+def test_parts_that_do_not_resolve_are_refused(tmp_path: Path) -> None:
+    cfg = OmegaConf.create({"model": {"net": {"_target_": "recmodels.ncf.GMF"}}, "eval": "${oc.env:RECFLOW_UNSET_VAR}"})
+    with pytest.raises(UntrustedConfigError, match="config.yaml: eval could not be resolved"):
+        checked_run_config(cfg, "config.yaml")
+    with pytest.raises(UntrustedConfigError, match="has no model.net section"):
+        checked_run_config(OmegaConf.create({"model": {"net": "recmodels.ncf.GMF"}}), "config.yaml")
 
 
 def test_allowlist_holds_the_project_models_and_evaluator() -> None:

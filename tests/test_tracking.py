@@ -204,7 +204,8 @@ def test_without_log_model_nothing_is_uploaded(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_multirun_jobs_share_a_folder_and_a_wandb_group(tmp_path: Path) -> None:
-    """`-m seed=1,2`: outputs/multiruns/<date>_<time>_gmf_synthetic/{0,1}, one W&B group named after it."""
+    """`-m seed=1,2`: outputs/multiruns/<date>_<time>_gmf_synthetic/{0,1}, one W&B group named
+    after it; a job resumed later keeps its id and group."""
     train_cli(tmp_path, "-m", *TINY_GMF, "logger=wandb", "trainer.max_epochs=1", "seed=1,2")
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     assert re.fullmatch(rf"{STAMP}_gmf_synthetic", sweep.name), sweep.name
@@ -215,3 +216,11 @@ def test_multirun_jobs_share_a_folder_and_a_wandb_group(tmp_path: Path) -> None:
     assert "strategy:single" in runs[0].tags
     for job in ("0", "1"):
         assert json.loads((sweep / job / RUN_FILE).read_text())["wandb_group"] == sweep.name
+
+    # A job resumed on its own stays one run in its folder, its W&B run and its group.
+    train_cli(tmp_path, f"resume={sweep / '0'}", "trainer.max_epochs=2")
+    first, second = (run_record(f) for f in offline_runs(sweep / "0"))
+    assert (second.run_id, second.run_group, second.display_name) == (first.run_id, sweep.name, first.display_name)
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 2
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert not (tmp_path / "outputs" / "runs").exists()

@@ -44,6 +44,12 @@ def read_feature_table(
     frame, report = read_delimited(
         path, sep=sep, dtypes=dtypes, names=header, header=True, max_bad_fraction=max_bad_fraction
     )
+    repeated = frame[key].duplicated().to_numpy()
+    if repeated.any():
+        raise DataFormatError(
+            f"{path}: {key} {frame[key].iloc[int(np.flatnonzero(repeated)[0])]!r} has more than one "
+            "line; each id needs exactly one row of features (remove the duplicates)"
+        )
     frame = frame.set_index(key)
     lists, texts = set(list_columns), set(text_columns)
     for column in frame.columns:

@@ -16,6 +16,11 @@ Weights stay where training wrote them (the best Lightning checkpoint). A DeepSp
 checkpoint folder is consolidated once (:mod:`train.runs.consolidate`) into
 ``artifacts/weights_fp32.pt``; a run without any checkpoint stores the model's state
 dict there instead.
+
+A run folder may come from someone else, so loading treats it as data: the config may
+name only recflow's own classes (:mod:`train.runs.targets`, checked before anything is
+built), the data files must match the checksums in ``data/meta.json`` and the weights
+their ``.sha256`` sidecar.
 """
 from __future__ import annotations
 

@@ -82,7 +82,14 @@ def consolidated_state(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
 
     tag_dir = checkpoint_tag_dir(checkpoint_dir)
     with _weights_only_loads(zero_to_fp32):
-        state = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+        try:
+            state = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+        except ConsolidationError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError) as exc:  # shards missing what ZeRO writes
+            raise ConsolidationError(
+                f"{tag_dir} is not a complete DeepSpeed ZeRO checkpoint ({type(exc).__name__}: {exc})"
+            ) from None
     return {key.removeprefix("_forward_module."): value.float().contiguous() for key, value in state.items()}
 
 

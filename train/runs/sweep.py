@@ -48,7 +48,8 @@ class JobResult:
 
 def find_jobs(sweep_dir: str | Path) -> list[JobResult]:
     """Every job folder under ``sweep_dir`` (any subdir naming), in job-number order."""
-    jobs = [_read_job(path.parent.parent) for path in Path(sweep_dir).rglob("overrides.yaml") if path.parent.name == HYDRA_DIR]
+    found = [path for path in Path(sweep_dir).rglob("overrides.yaml") if path.parent.name == HYDRA_DIR]
+    jobs = [_read_job(path.parent.parent) for path in found]
     return sorted(jobs, key=lambda job: (job.number, str(job.directory)))
 
 
@@ -101,7 +102,8 @@ def _split(override: str) -> tuple[str, str]:
 
 
 def _test_metrics(jobs: list[JobResult]) -> list[str]:
-    names = {k for job in jobs for k, v in (job.metrics or {}).items() if k.startswith("test/") and isinstance(v, float)}
+    metrics = [job.metrics or {} for job in jobs]
+    names = {k for m in metrics for k, v in m.items() if k.startswith("test/") and isinstance(v, float)}
     return sorted(names, key=_metric_order)
 
 
@@ -180,7 +182,8 @@ def summarize_sweep(sweep_dir: str | Path) -> str:
     if best is not None:
         keys = set(swept_keys(jobs))
         swept = " ".join(o for o in best.overrides if _split(o)[0] in keys)
-        lines += ["", f"Best by {best.monitor}: job {best.number}" + (f" ({swept})" if swept else "") + f" {best.monitor_value:.4f}"]
+        which = f"job {best.number}" + (f" ({swept})" if swept else "")
+        lines += ["", f"Best by {best.monitor}: {which} {best.monitor_value:.4f}"]
     text = "\n".join(lines)
     if jobs:
         write_csv(sweep_dir / SUMMARY_CSV, summary_rows(jobs))

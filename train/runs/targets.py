@@ -40,11 +40,11 @@ def checked_run_config(cfg: DictConfig, source: str | Path) -> DictConfig:
 
     Raises :class:`UntrustedConfigError` naming the target and ``source`` otherwise.
     """
-    if not isinstance(cfg, DictConfig) or not isinstance(OmegaConf.select(cfg, "model.net"), DictConfig):
+    if not isinstance(cfg, DictConfig) or not isinstance(_part(cfg, "model.net", source), DictConfig):
         raise UntrustedConfigError(f"{source} has no model.net section; it is not a run config written by training")
     checked = copy.deepcopy(cfg)
     for key, group in CHECKED_PARTS.items():
-        node = OmegaConf.select(cfg, key)
+        node = _part(cfg, key, source)
         if node is None:
             continue
         plain = _resolved(node, key, source)
@@ -64,6 +64,13 @@ def allowed_targets(group: str) -> frozenset[str]:
     """The ``_target_`` strings a run folder may use in ``group`` (``model`` or ``eval``)."""
     shipped = _shipped_targets(group)
     return shipped | _recommender_names() if group == "model" else shipped
+
+
+def _part(cfg: DictConfig, key: str, source: str | Path) -> Any:
+    try:
+        return OmegaConf.select(cfg, key)
+    except Exception as exc:  # an interpolation that does not resolve
+        raise UntrustedConfigError(f"{source}: {key} could not be resolved ({type(exc).__name__}: {exc})") from None
 
 
 def _resolved(node: Any, key: str, source: str | Path) -> Any:

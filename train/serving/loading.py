@@ -1,8 +1,9 @@
 """Rebuild a trained model and everything around it from a run directory.
 
 The network is built from the saved config through the same builder as training
-(:func:`train.building.build_with_data`), then the checkpoint's weights are loaded
-with ``weights_only=True``. A mismatch (other model, other data) raises
+(:func:`train.building.build_with_data`) once :func:`load_run_artifacts` has checked
+that the config names only recflow's own classes (:mod:`train.runs.targets`), then the
+checkpoint's weights are loaded with ``weights_only=True`` after their checksum. A mismatch (other model, other data) raises
 :class:`~train.runs.checkpoints.CheckpointError` naming the keys.
 """
 from __future__ import annotations

@@ -14,6 +14,7 @@ from data_modules.preprocessing import PreprocessConfig
 from train.building import FEATURE_KEYS
 from train.evaluation.metrics import DEFAULT_METRICS, check_ks, check_metrics
 from train.extras import check_deepspeed_installed
+from train.training.threads import check_setting as check_threads_setting
 from train.training.checkpoint_checksums import is_remote
 
 
@@ -33,10 +34,22 @@ MINIMUM: dict[tuple[str, str], float] = {
     ("trainer", "limit_test_batches"): 0, ("eval", "batch_size"): 1, ("eval", "num_negatives"): 1,
     ("eval", "max_history"): 1, ("eval", "num_workers"): 0, ("data", "max_bad_fraction"): 0,
     ("model.datamodule", "batch_size"): 1, ("model.datamodule", "num_negatives"): 0,
+    ("", "seed"): 0, ("data", "seed"): 0, ("eval", "seed"): 0,
+    ("model.task.optimizer", "lr"): 0, ("model.task.optimizer", "weight_decay"): 0,
+    ("model.task", "embedding_l2"): 0,
 }  # fmt: skip
+# Top-level keys no target checks: the types they must have.
+TOP_LEVEL: dict[str, Any] = {"seed": int, "ckpt_path": str | None}
+# model.net sizes that must be >= 1 (a zero-width layer builds, then learns nothing).
+SIZE_KEYS = ("hidden", "num_blocks", "num_heads", "max_len", "layers")
 NO_LIMIT = {("trainer", "max_epochs"), ("trainer", "max_steps"), ("trainer", "num_sanity_val_steps")}
-MAXIMUM: dict[tuple[str, str], float] = {("data", "max_bad_fraction"): 1}
+MAXIMUM: dict[tuple[str, str], float] = {
+    ("data", "max_bad_fraction"): 1, ("", "seed"): 2**32 - 1, ("data", "seed"): 2**32 - 1,
+    ("eval", "seed"): 2**32 - 1,
+}  # fmt: skip (numpy and Lightning take 32-bit seeds; Lightning replaces others silently)
 _HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+# Targets whose ``**kwargs`` are passed on whole to another function (checked against it).
+FORWARDED_KWARGS = {"data_modules.sources.synthetic": "data_modules.synthetic_generator.generate"}
 # Keys that train.building takes out of a node before building it.
 EXTRA_KEYS = {"model.net": FEATURE_KEYS}
 
@@ -47,7 +60,14 @@ def check_config(cfg: DictConfig) -> None:
         node = OmegaConf.select(cfg, key, throw_on_missing=False)
         if isinstance(node, DictConfig):
             check_node_types(node, key, EXTRA_KEYS.get(key, ()))
+    for key, hint in TOP_LEVEL.items():
+        _check_value(key, _value(cfg, key), hint)
+    try:
+        check_threads_setting(cfg.get("num_threads"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     _check_numbers(cfg)
+    _check_model_sizes(cfg)
     _check_preprocess(cfg)
     _check_monitor(cfg)
     _check_weight_averaging(cfg)
@@ -135,7 +155,8 @@ def _check_preprocess(cfg: DictConfig) -> None:
 def _check_numbers(cfg: DictConfig) -> None:
     """Range checks where a wrong number fails late or silently (types: check_node_types)."""
     for (node, key), minimum in MINIMUM.items():
-        value = _value(cfg, f"{node}.{key}")
+        name = f"{node}.{key}" if node else key
+        value = _value(cfg, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
         if (node, key) in NO_LIMIT and value == -1:
@@ -144,7 +165,20 @@ def _check_numbers(cfg: DictConfig) -> None:
         if value < minimum or (maximum is not None and value > maximum):
             bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
             extra = " (or -1 for no limit)" if (node, key) in NO_LIMIT else ""
-            raise ConfigError(f"{node}.{key}={value} must be {bounds}{extra}")
+            raise ConfigError(f"{name}={value} must be {bounds}{extra}")
+
+
+def _check_model_sizes(cfg: DictConfig) -> None:
+    """Widths, depths and lengths of ``model.net`` are positive."""
+    net = _value(cfg, "model.net")
+    for key in net or {}:
+        key = str(key)
+        if not (key in SIZE_KEYS or key.endswith("_dim")):
+            continue
+        value = _value(net, key)
+        values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+        if any(_is_int(v) and v < 1 for v in values):
+            raise ConfigError(f"model.net.{key}={value} must be >= 1 (a size of 0 builds a model that learns nothing)")
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
@@ -200,11 +234,20 @@ def _signature(target: Any) -> tuple[set[str] | None, dict[str, Any], bool]:
     open_ended = False
     for name, parameter in signature.parameters.items():
         if parameter.kind is parameter.VAR_KEYWORD:
-            options = _unpacked(hints.get(name))
+            options = _unpacked(hints.get(name)) or _forwarded(target)
             open_ended |= options is None
             params |= set(options or {})
             hints.update(options or {})
     return params, hints, open_ended
+
+
+def _forwarded(target: str) -> dict[str, Any] | None:
+    """The parameters ``target`` passes its ``**kwargs`` on to (:data:`FORWARDED_KWARGS`)."""
+    if target not in FORWARDED_KWARGS:
+        return None
+    function = get_object(FORWARDED_KWARGS[target])
+    hints = typing.get_type_hints(function)
+    return {name: hints.get(name, Any) for name in inspect.signature(function).parameters}
 
 
 def _unpacked(hint: Any) -> dict[str, Any] | None:
@@ -252,7 +295,8 @@ def _fits(value: Any, hint: Any) -> bool | None:
 def _describe(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, _UNION_TYPE):
-        return " or ".join(_describe(a) for a in args)
+        args = tuple(a for a in args if not (a is int and float in args))  # "a number" covers both
+        return " or ".join(dict.fromkeys(_describe(a) for a in args))
     if origin is typing.Literal:
         return "one of " + ", ".join(map(repr, args))
     if origin in (list, tuple, Sequence, typing.Sequence):

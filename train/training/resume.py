@@ -3,7 +3,8 @@
 Before Hydra starts, :func:`resume_argv` turns ``resume=RUN_DIR`` into the run's own
 command line: the overrides it was started with (``RUN_DIR/.hydra/overrides.yaml``), then
 the new ones given next to ``resume=`` (applied on top, e.g. ``trainer.max_epochs=20`` to
-train longer), then ``hydra.run.dir=RUN_DIR`` and ``ckpt_path=RUN_DIR/checkpoints/last.ckpt``.
+train longer), then ``resume=``, ``hydra.run.dir=RUN_DIR`` and
+``ckpt_path=RUN_DIR/checkpoints/last.ckpt`` (so the saved config records the resume).
 So Hydra writes into the same folder, Lightning restores the optimizer, loop, early
 stopping and best-checkpoint bookkeeping (its ``dirpath`` is unchanged), and the tracker
 finds the run id stored there (:mod:`train.training.tracking`). New overrides that would
@@ -20,6 +21,9 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from data_modules.paths import expand_path
 
 RESUME_KEY = "resume"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -70,7 +74,7 @@ def check_run_dir(value: str) -> Path:
     """The run folder ``resume=value`` names, or a :class:`ResumeError` saying what is wrong."""
     if not value:
         raise ResumeError("resume= needs a run folder: resume=outputs/runs/<date>_<time>_<model>_<data>")
-    run_dir = Path(value).expanduser()
+    run_dir = expand_path(value)
     if not run_dir.is_dir():
         raise ResumeError(f"resume={value}: no such folder; pass the folder of the interrupted run "
                           "(outputs/runs/<date>_<time>_<model>_<data>)")
@@ -113,11 +117,38 @@ def merge_overrides(saved: Sequence[str], new: Sequence[str]) -> list[str]:
     return merged
 
 
-def refuse_fixed_keys(run_dir: Path, new: Sequence[str]) -> None:
+def saved_value(run_dir: Path, key: str) -> str | None:
+    """What the run used for ``key``: its folder, its last checkpoint, or its config choice."""
+    from omegaconf import OmegaConf
+
+    if key == "hydra.run.dir":
+        return str(run_dir)
+    if key == "ckpt_path":
+        return str(run_dir / LAST_CHECKPOINT)
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    choice = OmegaConf.select(OmegaConf.load(hydra_file), f"hydra.runtime.choices.{key}") if hydra_file.is_file() else None
+    return None if choice is None else str(choice)
+
+
+def _same(key: str, value: str, saved: str | None) -> bool:
+    if saved is None:
+        return False
+    if key in ("hydra.run.dir", "ckpt_path"):
+        return expand_path(value).resolve() == Path(saved)
+    return value == saved
+
+
+def fixed_keys_kept(run_dir: Path, new: Sequence[str]) -> list[str]:
+    """``new`` without the overrides that repeat the run's own folder, checkpoint, model or
+    data (a pasted original command line); any other value for them is refused."""
+    kept = []
     for arg in new:
         key = override_key(arg)
-        if key in FIXED_KEYS:
+        if key not in FIXED_KEYS:
+            kept.append(arg)
+        elif not _same(key, _value(arg), saved_value(run_dir, key)):
             raise ResumeError(f"resume={run_dir} does not take {arg!r}: {FIXED_KEYS[key]}")
+    return kept
 
 
 def is_override(arg: str) -> bool:
@@ -132,16 +163,18 @@ def expand_resume(args: Sequence[str], value: str) -> list[str]:
     run_dir = check_run_dir(value)
     flags = [arg for arg in args if not is_override(arg)]
     new = [arg for arg in args if is_override(arg)]
-    refuse_fixed_keys(run_dir, new)
+    new = fixed_keys_kept(run_dir, new)
     if new:
         _note(f"resuming {run_dir} with new overrides on top of its own: {' '.join(new)}")
     overrides = merge_overrides(saved_overrides(run_dir), new)
-    return [*flags, *overrides, f"hydra.run.dir={_quoted(run_dir)}", f"ckpt_path={_quoted(run_dir / LAST_CHECKPOINT)}"]
+    # hydra.mode=RUN: a sweep's job (e.g. hparams_search=..., which sets MULTIRUN) resumes as one run.
+    return [*flags, *overrides, f"{RESUME_KEY}={_quoted(run_dir)}", f"hydra.run.dir={_quoted(run_dir)}",
+            f"ckpt_path={_quoted(run_dir / LAST_CHECKPOINT)}", "hydra.mode=RUN"]
 
 
 def checkpoint_run_dir(checkpoint: str) -> Path | None:
     """The run folder holding ``checkpoint`` (``<run>/checkpoints/<file>``), if it is in one."""
-    path = Path(checkpoint).expanduser()
+    path = expand_path(checkpoint)
     run_dir = path.parent.parent
     if path.parent.name == "checkpoints" and (run_dir / ".hydra").is_dir():
         return run_dir.resolve()
@@ -164,10 +197,20 @@ def continue_in_checkpoint_folder(args: Sequence[str]) -> list[str]:
     return [*args, f"hydra.run.dir={_quoted(run_dir)}"]
 
 
+def resume_checkpoint(cfg: Any) -> str | None:
+    """The checkpoint ``fit`` starts from: ``ckpt_path``, else ``<resume>/checkpoints/last.ckpt``
+    (a config composed in Python, where no command line expanded ``resume=``)."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    if cfg.get(RESUME_KEY):
+        return str(check_run_dir(str(cfg[RESUME_KEY])) / LAST_CHECKPOINT)
+    return None
+
+
 def resume_argv(argv: Sequence[str]) -> list[str]:
     """``argv`` with ``resume=RUN_DIR`` expanded into that run's command line (see module doc)."""
     program, args = argv[0], list(argv[1:])
-    resumes = [arg for arg in args if override_key(arg) == RESUME_KEY]
+    resumes = [arg for arg in args if override_key(arg) == RESUME_KEY and _value(arg) != "null"]
     if not resumes:
         return [program, *continue_in_checkpoint_folder(args)]
     if len(resumes) > 1:

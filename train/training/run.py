@@ -23,6 +23,7 @@ from train.training.checkpoint_checksums import checksum_checkpoints
 from train.training.incremental import align_with_previous_run, warm_start
 from train.training.threads import check_setting, configure_threads
 from train.runs.results import flat_metrics, results_table, write_metrics
+from train.training.resume import resume_checkpoint
 from train.training.tracking import build_loggers, log_config, publish_results, tracking_callbacks
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     configure_threads(cfg.get("num_threads"), count_parameters(model).total, processes=trainer.num_devices)
     log_config(loggers, cfg)
 
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     checkpoint = checkpoint_callback(callbacks)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     val = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]

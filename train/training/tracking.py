@@ -3,7 +3,7 @@
 A W&B run is named and tagged from the config (``<model>-<data>-<loss>-s<seed>``; tags
 model, data, loss, strategy, curriculum), grouped by its multirun folder, and keeps one
 id per run folder: the id is stored in ``<run>/run.json`` when the run starts and reused
-when the run is resumed (``ckpt_path`` set), so the resumed session logs into the same
+when the run is resumed (``resume`` or ``ckpt_path`` set), so the resumed session logs into the same
 W&B run. After the test the final metrics become the run's summary and, with
 ``logger.log_model=true``, the tested checkpoint and metrics.json become artifacts.
 Nothing here is imported by tasks or models: they only call ``self.log``.
@@ -191,7 +191,8 @@ def logger_overrides(cfg: DictConfig, node: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     fill: dict[str, Any] = {}
     if "id" in node and node.id is None:
-        identity = run_identity(output_dir, bool(cfg.get("ckpt_path")), sweep_group(output_dir))
+        resuming = bool(cfg.get("ckpt_path") or cfg.get("resume"))
+        identity = run_identity(output_dir, resuming, sweep_group(output_dir))
         fill["id"] = identity["wandb_id"]
         if "group" in node and node.group is None:
             fill["group"] = identity["wandb_group"]
