@@ -119,8 +119,11 @@ def copied_run(base: Path, tmp_path: Path) -> tuple[Path, Path]:
 def test_a_corrupt_checkpoint_is_refused(base_runs, tmp_path: Path) -> None:
     run, ckpt = copied_run(base_runs["neumf"], tmp_path)
     ckpt.write_bytes(ckpt.read_bytes()[:200])
-    with pytest.raises(CheckpointError, match="could not be read"):
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
         train(update_config(tmp_path / "out", "neumf", run))
+    ckpt.with_name(ckpt.name + ".sha256").unlink()  # an older run without a checksum
+    with pytest.raises(CheckpointError, match="could not be read"):
+        train(update_config(tmp_path / "out2", "neumf", run))
 
 
 def test_corrupt_artifacts_are_refused(base_runs, tmp_path: Path) -> None:
@@ -135,6 +138,7 @@ def test_a_checkpoint_that_disagrees_with_its_id_maps_is_refused(base_runs, tmp_
     bigger = trained_run(tmp_path / "bigger", "neumf", *MORE_DATA)  # 150 users, 70 items
     meta = json.loads((bigger / "artifacts" / "artifact.json").read_text())
     shutil.copyfile(bigger / meta["weights"], ckpt)
+    shutil.copyfile(bigger / (meta["weights"] + ".sha256"), ckpt.with_name(ckpt.name + ".sha256"))
     with pytest.raises(CheckpointError, match=r"does not match the id maps.*120 users, 60 items.*150 rows"):
         train(update_config(tmp_path / "out", "neumf", run))
 

@@ -34,7 +34,7 @@ from train.training.config_checks import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("train", "recmodels", "data_modules")
-COMMANDS = ("recflow-train", "recflow-infer", "recflow-serve", "recflow-export", "recflow-profile", "recflow-consolidate")
+COMMANDS = ("recflow-train", "recflow-evaluate", "recflow-infer", "recflow-serve", "recflow-export", "recflow-profile", "recflow-consolidate")
 TINY_RUN = [*TINY_DATA, "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.ks=[5,10]", "num_threads=1"]
 # A user's own config group file, found through --config-dir: GMF with its own name.
 USER_MODEL = """\
