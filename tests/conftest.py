@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
-
+# Tiny test tensors run fastest single-threaded (threads only wait on each other). Set
+# before torch loads OpenMP; `num_threads: auto` keeps an exported OMP_NUM_THREADS, and
+# subprocesses (torchrun, CLI tests) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
-# Tiny test tensors run fastest single-threaded (threads only wait on each other).
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
 torch.set_num_threads(1)
 
 

@@ -109,3 +109,37 @@ def test_ml20m_csv_with_quoted_titles(tmp_path):
     assert data.item_features.loc[2, "genres"] == []
     first_user = data.interactions[data.interactions["user"] == 0]
     np.testing.assert_array_equal(first_user["rating"], [2.0, 3.0, 4.0])  # (u * i) % 5 + 1
+
+
+def test_ids_never_pass_through_float(tmp_path):
+    """An id written like a float ("1e3", "0x1F") once made the parser read the whole
+    column as floats and round ids above 2**53; such lines are skipped, the rest exact."""
+    big = 2**53 + 1
+    lines = ratings_lines("::", users=range(big, big + 5))
+    lines[7] = lines[7].replace("::8::", "::1e3::")
+    lines[9] = lines[9].replace("::10::", "::0x1F::")
+    write_1m(tmp_path / "ml-1m", lines)
+    data = movielens("ml-1m", root=tmp_path, download=False, features=False, cache=False, max_bad_fraction=0.05)
+    assert list(data.user_ids) == list(range(big, big + 5))
+    assert data.report["source"]["skipped_lines"] == 2
+    first = data.interactions[data.interactions["user"] == 0]
+    assert sorted(data.item_ids[first["item"]]) == [i for i in range(1, 41) if i not in (8, 10)]
+    assert 1000 not in set(data.item_ids)
+    assert sorted(first["timestamp"]) == [978300000 + 7 * i + big for i in range(1, 41) if i not in (8, 10)]
+
+
+def test_ids_outside_int64_are_errors(tmp_path):
+    lines = ratings_lines("::")
+    lines[3] = lines[3].replace("1::", f"{2**64}::", 1)
+    write_1m(tmp_path / "ml-1m", lines)
+    with pytest.raises(DataFormatError, match=r"ratings.dat:4: user='18446744073709551616' is outside the 64-bit"):
+        movielens("ml-1m", root=tmp_path, download=False, features=False, cache=False)
+
+
+def test_extra_fields_are_malformed_not_dropped(tmp_path):
+    lines = ratings_lines("::")
+    lines[0] += "::7"
+    write_1m(tmp_path / "ml-1m", lines)
+    data = movielens("ml-1m", root=tmp_path, download=False, features=False, cache=False)
+    assert data.report["source"]["skipped_lines"] == 1
+    assert "expected 4 fields separated by '::', got 5" in data.report["source"]["bad_line_examples"][0]

@@ -107,3 +107,58 @@ def test_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataFormatError, match="empty"):
         sequence_file(tmp_path / "empty.txt", cache=False)
+
+
+def test_a_few_wide_lines_do_not_turn_pairs_into_rows(tmp_path):
+    """2% of `1 2 3 4` lines once flipped detection to rows and made them user 1's items."""
+    lines = [f"{u} {i}" for u in range(1, 51) for i in range(1, 21)]
+    for k in range(5, 1000, 50):  # 20 lines
+        lines[k] = "1 2 3 4"
+    path = tmp_path / "seq.txt"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=r"20 of 1000 lines are malformed for format='pairs' as detected"):
+        sequence_file(path, cache=False)
+    data = sequence_file(path, max_bad_fraction=0.05, cache=False)
+    assert data.report["source"]["skipped_lines"] == 20 and len(data.interactions) == 980
+    assert raw_sequences(data)[1] == [i for i in range(1, 21) if f"1 {i}" in lines]
+
+
+def test_ids_outside_int64_are_errors_naming_the_line(tmp_path):
+    path = tmp_path / "seq.txt"
+    path.write_text("".join(f"{u} {i}\n" for u in (2**64, 2**64 + 1) for i in range(1, 6)))
+    with pytest.raises(DataFormatError, match=r"seq.txt:1: id='18446744073709551616' is outside.*numeric_ids: false"):
+        sequence_file(path, cache=False)
+    data = sequence_file(path, numeric_ids=False, cache=False)  # as text: two users, exactly
+    assert list(data.user_ids) == [str(2**64), str(2**64 + 1)]
+
+
+def test_ids_above_2_53_stay_exact_when_a_line_is_bad(tmp_path):
+    lines = [f"{2**53 + u} {i}" for u in range(50) for i in range(1, 5)]
+    lines[3] = "x 1"
+    path = tmp_path / "seq.txt"
+    path.write_text("\n".join(lines) + "\n")
+    data = sequence_file(path, max_bad_fraction=0.05, cache=False)
+    assert data.num_users == 50 and list(data.user_ids) == [2**53 + u for u in range(50)]
+
+
+def test_a_byte_order_mark_is_stripped(tmp_path):
+    path = tmp_path / "seq.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + pairs_text().encode())
+    data = sequence_file(path, cache=False)
+    assert raw_sequences(data) == SEQUENCES and data.report["source"]["skipped_lines"] == 0
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"is a directory, not a file; set data.path to a sequence file"):
+        sequence_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "preprocess, needs",
+    [({"split": "loo"}, "at least 3 interactions"), ({"split": "ratio"}, "validation row from 10 and a test row from 10")],
+)
+def test_users_too_short_for_the_split_fail_before_training(tmp_path, preprocess, needs):
+    path = tmp_path / "seq.txt"
+    path.write_text("1 5\n1 6\n2 5\n2 7\n3 8\n")
+    with pytest.raises(ValueError, match=rf"left no validation and no test rows.*{needs}.*longest of the 3 users has 2"):
+        sequence_file(path, preprocess=preprocess, cache=False)

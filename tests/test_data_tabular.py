@@ -129,3 +129,31 @@ def test_without_a_timestamp_column_file_order_is_time_order(tmp_path, caplog):
         assert list(data.item_ids[u1["item"]]) == ["A", "B", "C"]  # the file's order
     with pytest.raises(DataFormatError, match=r"\['when'\] not found"):  # a named column must exist
         tabular(tmp_path / "clicks.csv", columns={"user": "uid", "item": "sku", "timestamp": "when"}, cache=False)
+
+
+def test_byte_order_mark_before_the_header(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + b"user,item,timestamp\n" + b"".join(f"{u},{i},{i}\n".encode() for u in (1, 2) for i in range(5)))
+    data = tabular(path, cache=False)
+    assert len(data.interactions) == 10 and list(data.user_ids) == [1, 2]
+
+
+def test_a_few_non_numeric_ids_are_skipped_not_turning_all_ids_into_text(tmp_path):
+    rows = [f"{u},{i},{i}" for u in range(1, 11) for i in range(1, 21)]
+    rows[7] = '1,"8,7'  # a stray quote: its line is malformed, the next one intact
+    rows[30] = "2,x7,30"
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,timestamp\n" + "\n".join(rows) + "\n")
+    data = tabular(path, cache=False, max_bad_fraction=0.05)
+    assert data.item_ids.dtype.kind == "i" and data.user_ids.dtype.kind == "i"
+    source = data.report["source"]
+    assert source["skipped_lines"] == 1 and source["skipped_rows"]["non_numeric_item"] == 1
+    assert len(data.interactions) == 198
+
+
+def test_ids_beyond_int64_are_kept_exactly_as_text_and_reported(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,timestamp\n" + "".join(f"{u},{i},{i}\n" for u in (1, 2**64) for i in range(1, 5)))
+    data = tabular(path, cache=False)
+    assert list(data.user_ids) == ["1", str(2**64)]
+    assert "outside int64" in data.report["source"]["ids_as_text"]["user"]

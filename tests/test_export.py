@@ -83,12 +83,11 @@ def test_export_cli_writes_model_and_ids(sequence_run: Path, tmp_path: Path) -> 
 
 
 def test_torch_export_of_sequence_model_says_use_onnx(sequence_run: Path, tmp_path: Path) -> None:
+    """Sequence models branch on padding, which torch.export cannot trace: the export must
+    refuse with the way out (ONNX), not write a program. If an encoder ever becomes
+    exportable, this test is to be replaced by an exactness check."""
     model, ctx = load_recommender(sequence_run)
-    try:
-        program = torch.export.load(str(export_torch(model, ctx, tmp_path / "seq.pt2")))
-    except ExportError as exc:
-        assert "use format=onnx" in str(exc)
-        return
-    # If a future encoder becomes exportable, the program must still be exact.
-    histories = torch.from_numpy(ctx.known.padded(np.arange(4), ctx.max_history))
-    torch.testing.assert_close(program.module()(histories), model.score_all({"history": histories}), atol=ATOL, rtol=0)
+    out = tmp_path / "seq.pt2"
+    with pytest.raises(ExportError, match="use format=onnx"):
+        export_torch(model, ctx, out)
+    assert not out.exists()

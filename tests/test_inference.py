@@ -225,11 +225,7 @@ def test_deepspeed_run_is_rebuilt_from_its_consolidated_weights(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert Path(metrics["best_checkpoint"]).is_dir()  # shards, not one file
-    if not (run / "artifacts").exists():  # until run.py writes them
-        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-        from train.runs.artifacts import save_run_artifacts
-
-        save_run_artifacts(run, cfg, hydra.utils.instantiate(cfg.data), metrics["best_checkpoint"])
+    assert (run / "artifacts" / "artifact.json").is_file(), "the run did not write its artifacts"
     model, ctx = load_recommender(run)
     assert ctx.weights == run / "artifacts" / "weights_fp32.pt"
     from train.evaluation import evaluate

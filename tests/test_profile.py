@@ -56,7 +56,8 @@ def brute_force_top_k(model, data, k: int) -> np.ndarray:
     with torch.no_grad():
         scores = model.score_all({"user": torch.arange(data.num_users)}).double()
     frame = data.interactions
-    scores[frame["user"].to_numpy(), frame["item"].to_numpy()] = float("-inf")
+    users, items = (torch.from_numpy(frame[c].to_numpy().copy()) for c in ("user", "item"))
+    scores[users, items] = float("-inf")
     return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k].numpy()
 
 

@@ -2,8 +2,9 @@
 free now and at the model's size.
 
 Why not torch's default (one thread per core): it assumes the machine is idle. Beside
-another busy process, torch's OpenMP threads wait on each other at every op; on a
-2-core machine with one core busy, the default run took 438 s against 30 s alone.
+another busy process, a thread on a taken core holds up every op the other threads wait
+on, and OpenMP's default waits spin, taking the cores they wait for (measurements:
+README, "A busy machine", and ``scripts/bench_busy_machine.py``).
 Small recommenders gain little from more than one or two threads anyway, since their
 ops are too small to split.
 
