@@ -197,7 +197,7 @@ def read_delimited(
     if not raw.strip():
         raise DataFormatError(f"{path} is empty; point the path at the data file (or fill it)")
     single = sep if len(sep) == 1 else UNIT_SEP
-    if len(sep) > 1:  # pandas' C parser takes one-character separators only
+    if len(sep) > 1:  # the CSV parsers take one-character separators only
         raw = raw.replace(sep.encode(encoding), UNIT_SEP.encode(encoding))
     head = None
     if header:

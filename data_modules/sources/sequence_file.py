@@ -8,8 +8,10 @@ Two layouts:
 
 ``auto`` picks ``pairs`` when most lines have exactly two tokens and users repeat
 across lines, else ``rows``; in ``pairs`` the other lines then count as malformed
-(against ``max_bad_fraction``), so a few damaged lines never flip the layout. There are no timestamps in these files: an
-interaction's position in the file is its timestamp, which keeps file order.
+(against ``max_bad_fraction``), so a few damaged lines never flip the layout. Ids are
+parsed exactly as int64; one outside int64 is an error (``numeric_ids: false`` keeps
+ids as text). There are no timestamps in these files: an interaction's position in the
+file is its timestamp, which keeps file order.
 
 Optional side features come from tab-separated files with a header whose key column
 is ``item`` (resp. ``user``), in the same id space as the sequence file; a ``genres``

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Unpack
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_modules.interactions import InteractionData
@@ -104,7 +105,7 @@ def _roles(columns: Mapping[str, str | None] | None) -> dict[str, str | None]:
 def _columns_of(path: Path, fmt: str, sep: str, header: bool, names: list[str] | None) -> list[str]:
     """The file's column names (Parquet schema, header line or ``names``), read cheaply."""
     if fmt == "parquet":
-        return pq.read_schema(path).names
+        return _parquet_schema(path)
     if not header:
         return list(names or [])
     with open(path, encoding="utf-8", errors="replace", newline="") as handle:
@@ -154,8 +155,16 @@ def _read_csv(
     return frame.rename(columns={roles[r]: r for r in ROLES if roles[r]}), report
 
 
+def _parquet_schema(path: Path) -> list[str]:
+    """Column names of a Parquet file; a damaged or non-Parquet file is named."""
+    try:
+        return pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as exc:
+        raise DataFormatError(f"{path}: not a readable Parquet file ({exc}); check the file, or set format: csv") from None
+
+
 def _read_parquet(path: Path, roles: dict) -> tuple[pd.DataFrame, dict]:
-    available = pq.read_schema(path).names
+    available = _parquet_schema(path)
     wanted = {roles[r]: r for r in ROLES if roles[r]}
     missing = [c for c in wanted if c not in available]
     if missing:
@@ -163,7 +172,10 @@ def _read_parquet(path: Path, roles: dict) -> tuple[pd.DataFrame, dict]:
             f"{path}: column(s) {missing} not found; the file has {available}; "
             "map the roles to its columns with data.columns"
         )
-    frame = pd.read_parquet(path, columns=list(wanted)).rename(columns=wanted)
+    try:
+        frame = pd.read_parquet(path, columns=list(wanted)).rename(columns=wanted)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataFormatError(f"{path}: its Parquet data could not be read ({exc}); the file is damaged") from None
     return frame, {"lines": len(frame), "skipped_lines": 0}
 
 
@@ -173,7 +185,10 @@ def _convert(raw: pd.DataFrame, path: Path, max_bad: float, report: dict) -> pd.
     bad = np.zeros(len(raw), dtype=bool)
     reasons: dict[str, int] = {}
     for role in ("user", "item"):
-        out[role], missing, junk = _ids(raw[role], role, report)
+        try:
+            out[role], missing, junk = _ids(raw[role], role, report)
+        except DataFormatError as exc:
+            raise DataFormatError(f"{path}: {exc}") from None
         reasons[f"missing_{role}"] = int(missing.sum())
         reasons[f"non_numeric_{role}"] = int(junk.sum())
         bad |= missing | junk

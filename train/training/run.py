@@ -19,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from train.runs.artifacts import save_run_artifacts
 from train.building import build_with_data, instantiate_with
 from train.training.console import console_callbacks, count_parameters, quiet_loggers, quiet_third_party
+from train.training.atomic_checkpoints import atomic_checkpoints
 from train.training.checkpoint_checksums import checksum_checkpoints
 from train.training.incremental import align_with_previous_run, warm_start
 from train.training.threads import check_setting, configure_threads
@@ -66,6 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate_with(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_model_summary=False
     )
+    atomic_checkpoints(trainer)  # <ckpt>.part, fsync, rename: a kill never leaves half a checkpoint
     checksum_checkpoints(trainer)  # <ckpt>.sha256 written on save, checked before every load
     configure_threads(cfg.get("num_threads"), count_parameters(model).total, processes=trainer.num_devices)
     log_config(loggers, cfg)
