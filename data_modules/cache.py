@@ -133,6 +133,17 @@ def _publish(tmp: Path, entry: Path) -> None:
     os.replace(tmp, entry)
 
 
+def read_manifest(path: Path) -> dict:
+    """A JSON object from ``path``; damaged bytes are a :class:`CacheIntegrityError` naming it."""
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CacheIntegrityError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise CacheIntegrityError(f"{path} is damaged: it holds {type(meta).__name__}, not an object")
+    return meta
+
+
 def load(entry: str | os.PathLike, *, require_checksums: bool = False) -> InteractionData:
     """Read an entry written by :func:`save`, each file checked against its manifest.
 
@@ -140,7 +151,7 @@ def load(entry: str | os.PathLike, *, require_checksums: bool = False) -> Intera
     or refused with ``require_checksums``.
     """
     entry = Path(entry)
-    meta = json.loads((entry / META).read_text())
+    meta = read_manifest(entry / META)
     if meta.get("version") != CACHE_VERSION:
         raise ValueError(f"cache format {meta.get('version')} != {CACHE_VERSION}")
     verify_entry(entry, meta, require_checksums)

@@ -583,11 +583,6 @@ def test_damaged_run_and_data_caches(tmp_path: Path, capsys) -> None:
     tally.finish(capsys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train/runs reads artifact.json, data/meta.json and *.sha256 unguarded: damaged bytes raise "
-    "UnicodeDecodeError/JSONDecodeError instead of ArtifactError/CheckpointError",
-)
 def test_damaged_run_metadata(tmp_path: Path, capsys) -> None:
     rng, tally = random.Random(SEED + 8), Tally("caches (run metadata files)")
     run = untrained_run(tmp_path / "run", "neumf")

@@ -170,7 +170,7 @@ def load_run_artifacts(path: str | Path, ckpt: str | Path | None = None) -> RunA
     ckpt = expand_path(ckpt) if ckpt else None
     run_dir = find_run_dir(path)
     folder = run_dir / ARTIFACT_DIR
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = _read_meta(folder / META_FILE)
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
@@ -184,6 +184,14 @@ def load_run_artifacts(path: str | Path, ckpt: str | Path | None = None) -> RunA
         ckpt = given
     weights = Path(ckpt) if ckpt is not None else _absolute(meta["weights"], run_dir)
     return RunArtifacts(run_dir=run_dir, cfg=cfg, data=data, meta=meta, weights=_weights_file_of(weights))
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``artifact.json``; damaged bytes are an :class:`ArtifactError` naming the file."""
+    try:
+        return cache.read_manifest(path)
+    except cache.CacheIntegrityError as exc:
+        raise ArtifactError(f"{exc}; restore the run folder or train again") from None
 
 
 def _load_data(folder: Path) -> InteractionData:

@@ -60,7 +60,7 @@ def verify_checksum(path: str | Path) -> None:
     if not sidecar.is_file():
         log.warning("checkpoint %s has no %s checksum file; loading it unverified", path, sidecar.name)
         return
-    expected = (sidecar.read_text().split() or [""])[0].lower()
+    expected = (sidecar.read_bytes().decode("ascii", errors="replace").split() or [""])[0].lower()
     actual = file_sha256(path)
     if actual != expected:
         raise CheckpointError(
