@@ -5,13 +5,13 @@
 
 - ``train_batch:E:B``   before training batch ``B`` of epoch ``E`` (mid-epoch)
 - ``validation:E``      before the first validation batch of epoch ``E``
-- ``after_last:E``      right after epoch ``E`` wrote ``last.ckpt`` (its next hook)
+- ``after_last:E``      as soon as epoch ``E`` has written ``last.ckpt`` (and its checksum)
 - ``writing_last:E``    while epoch ``E`` writes ``last.ckpt``, after half of its bytes
 - ``after_fit``         once fitting ended (e.g. early stopping), before the best
                         checkpoint is validated and tested
 
-``RECFLOW_KILL_GROUP=1`` kills the whole process group (every torchrun rank and the
-launcher) instead of this process; only global rank 0 pulls the trigger then.
+``RECFLOW_KILL_GROUP=1`` kills the whole job (the torchrun launcher and every rank) rather
+than this process alone; only global rank 0 pulls the trigger then.
 """
 from __future__ import annotations
 
@@ -35,8 +35,34 @@ def die() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if os.environ.get(KILL_GROUP) == "1":
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+        kill_job()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux ``/proc``)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return children
+
+
+def kill_job() -> None:
+    """SIGKILL the launcher (torchrun) first, so it cannot react, then every rank it started.
+
+    torchrun starts each rank in a session of its own, so one ``killpg`` does not reach them.
+    """
+    launcher = os.getppid()
+    ranks = [pid for pid in children_of(launcher) if pid != os.getpid()]
+    for pid in [launcher, *ranks]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def half_written_save(real_save: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,18 +97,22 @@ class KillAt(pl.Callback):
         return trainer.is_global_zero or os.environ.get(KILL_GROUP) != "1"
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.kind == "writing_last":
+        if self.kind in ("writing_last", "after_last"):
             self._wrap_saves(trainer)
 
     def _wrap_saves(self, trainer: pl.Trainer) -> None:
-        """Swap ``torch.save`` for :func:`half_written_save` while epoch E saves last.ckpt."""
+        """Around epoch E's save of last.ckpt: swap ``torch.save`` for :func:`half_written_save`
+        (``writing_last``), or die as soon as the save returned (``after_last``)."""
         io_plugin = trainer.strategy.checkpoint_io
         save_checkpoint, epoch = io_plugin.save_checkpoint, self.args[0]
 
         def save(checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-            if Path(str(path)).name == "last.ckpt" and trainer.current_epoch == epoch:
+            armed = Path(str(path)).name == "last.ckpt" and trainer.current_epoch == epoch
+            if armed and self.kind == "writing_last":
                 torch.save = half_written_save(torch.save)
             save_checkpoint(checkpoint, path, storage_options=storage_options)
+            if armed:
+                die()
 
         io_plugin.save_checkpoint = save
 
@@ -94,10 +124,6 @@ class KillAt(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         if self._armed(trainer, "validation") and trainer.current_epoch == self.args[0] and batch_idx == 0:
-            die()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._armed(trainer, "after_last") and trainer.current_epoch == self.args[0]:
             die()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -2,14 +2,14 @@
 metrics.json of a run that was never interrupted: every val/test metric, the number of
 epochs and the best epoch, bit for bit.
 
-Each model with dropout is killed in turn mid-epoch, during validation, while
+Each model is killed in turn mid-epoch, during validation, while
 ``last.ckpt`` is half written, right after ``last.ckpt`` was written and after early
 stopping ended the fit (``tests/kill_points.py``); every kill is followed by a resume
 that the next kill interrupts again. The uninterrupted reference is a separate
 ``python -m train`` process; the interrupted runs are children forked from a process
 that has already imported the CLI (a real process each, killed for real, without paying
-the imports seven times). 2-process DDP and ZeRO-2 runs under torchrun lose their whole
-process group mid-epoch.
+the imports seven times). 2-process DDP and ZeRO-2 jobs under torchrun lose the launcher
+and both ranks at once, mid-epoch.
 """
 from __future__ import annotations
 
@@ -22,11 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 
 from tests.kill_points import KILL_AT, KILL_GROUP, PRELOAD, run_cli
-
-pytestmark = pytest.mark.slow
+from train.training import atomic_checkpoints
+from train.training.atomic_checkpoints import AtomicCheckpointIO, part_path, publish_folder
+from train.training.random_state import capture, restore
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -104,6 +107,7 @@ def reference_run(cwd: Path, run_dir: Path, overrides: list[str]) -> None:
     assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(MODELS))
 def test_killed_anywhere_and_resumed_equals_uninterrupted(model: str, tmp_path: Path, forked: Any) -> None:
     overrides = [*TINY, *MODELS[model]]
@@ -117,6 +121,10 @@ def test_killed_anywhere_and_resumed_equals_uninterrupted(model: str, tmp_path: 
     for point in KILL_POINTS:
         code = fork_cli(forked, tmp_path, *args, kill_at=point)
         assert code == SIGKILLED, f"not killed at {point} (exit code {code}):\n{log.read_text()[-4000:]}"
+        if point.startswith("writing_last"):  # half of epoch 1 on disk, epoch 0's last.ckpt untouched
+            last = killed / "checkpoints" / "last.ckpt"
+            assert part_path(last).is_file()
+            assert torch.load(last, weights_only=True)["epoch"] == 0
         args = [f"resume={killed}"]
     code = fork_cli(forked, tmp_path, *args)
     assert code == 0, log.read_text()[-4000:]
@@ -131,10 +139,10 @@ DISTRIBUTED = [*TINY, *MODELS["sasrec"], "trainer.accelerator=cpu", "trainer.max
 def torchrun(cwd: Path, *overrides: str, kill_at: str = "") -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "train", *overrides]
     env = child_env(**({KILL_AT: kill_at, KILL_GROUP: "1"} if kill_at else {}))
-    # Own session: killing the job's process group leaves pytest alone.
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "deepspeed_zero2"])
 def test_torchrun_job_killed_mid_epoch_resumes_exactly(strategy: str, tmp_path: Path) -> None:
     if strategy.startswith("deepspeed"):
@@ -149,3 +157,54 @@ def test_torchrun_job_killed_mid_epoch_resumes_exactly(strategy: str, tmp_path: 
     done = torchrun(tmp_path, f"resume={killed}")
     assert done.returncode == 0, done.stderr[-4000:]
     assert comparable(killed) == comparable(straight)
+
+
+# -- the pieces, in process -----------------------------------------------------------------
+def draws() -> tuple[list[float], list[float], list[float]]:
+    import random
+
+    return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+
+def test_random_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    np.random.seed(3)
+    torch.save({"ranks": [capture()]}, tmp_path / "state.pt")
+    expected = draws()
+    draws()  # move every generator on
+    restore(torch.load(tmp_path / "state.pt", weights_only=True)["ranks"][0])
+    assert draws() == expected
+
+
+def test_a_save_that_dies_half_way_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target, io_plugin = tmp_path / "last.ckpt", AtomicCheckpointIO()
+    io_plugin.save_checkpoint({"epoch": 1}, target)
+
+    def dies_half_way(obj: Any, handle: Any) -> None:
+        handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # stands in for the kill
+
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io_plugin.save_checkpoint({"epoch": 2}, target)
+    assert torch.load(target, weights_only=True) == {"epoch": 1}
+    monkeypatch.setattr(torch, "save", real_save)
+    io_plugin.save_checkpoint({"epoch": 3}, target)  # the leftover .part is simply overwritten
+    assert torch.load(target, weights_only=True) == {"epoch": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("atomic_swap", [True, False])
+def test_a_checkpoint_folder_is_replaced_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, atomic_swap: bool) -> None:
+    """DeepSpeed's folders: written as <folder>.part, then swapped in (renameat2, or two renames)."""
+    if not atomic_swap:
+        monkeypatch.setattr(atomic_checkpoints, "exchange", lambda first, second: False)
+    target = tmp_path / "last.ckpt"
+    for version in ("old", "new"):
+        part = part_path(target)
+        (part / "checkpoint").mkdir(parents=True)
+        (part / "checkpoint" / "shard.pt").write_text(version)
+        publish_folder(part, target)
+        assert (target / "checkpoint" / "shard.pt").read_text() == version
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

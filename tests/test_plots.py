@@ -149,7 +149,10 @@ def test_wandb_accepts_the_figures(runs: dict[str, Path], tmp_path: Path) -> Non
     """The real logger turns each PNG into a wandb.Image (a disabled run sends nothing)."""
     pytest.importorskip("wandb")
     logger = WandbLogger(save_dir=str(tmp_path), mode="disabled")
-    upload([logger], sorted((runs["plain"] / "plots").glob("*.png")), step=3)
+    try:
+        upload([logger], sorted((runs["plain"] / "plots").glob("*.png")), step=3)
+    finally:
+        logger.experiment.finish()
 
 
 def test_state_travels_in_checkpoints(tmp_path: Path) -> None:

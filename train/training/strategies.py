@@ -15,6 +15,7 @@ import copy
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 from pytorch_lightning.trainer.states import TrainerFn
 
 from train.extras import require
+from train.training.atomic_checkpoints import part_path, publish_folder, remove_tree
 from train.training.resolvers import PRECISION_RESOLVER, register_resolvers  # noqa: F401  (re-exported)
 from train.runs.consolidate import ConsolidationError, checkpoint_world_size
 
@@ -95,7 +97,7 @@ def ddp(
 
 # -- DeepSpeed -------------------------------------------------------------------------
 class ZeroStrategy(DeepSpeedStrategy):
-    """Lightning's DeepSpeed strategy with two ZeRO-3 fixes.
+    """Lightning's DeepSpeed strategy with two ZeRO-3 fixes and whole-or-nothing saves.
 
     1. ZeRO-3 all-gathers a module's weights every time the module runs, so every rank
        must run the same modules the same number of times. Modules that run a data-
@@ -106,7 +108,22 @@ class ZeroStrategy(DeepSpeedStrategy):
        under ZeRO-3 its parameter coordinator lacks ``_restore_from_bit16_weights``, which
        DeepSpeed calls after loading the (already gathered and re-partitioned) weights.
        An evaluation engine has no fp32 master copy to refresh, so a no-op is exact.
+
+    A checkpoint folder is written as ``<folder>.part`` and swapped in once every rank has
+    written its shards (:func:`train.training.atomic_checkpoints.publish_folder`): a kill
+    while saving leaves the previous ``last.ckpt`` whole.
     """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        target = Path(self.broadcast(str(filepath)))
+        part = part_path(target)
+        if self.is_global_zero:
+            remove_tree(part)  # left by a save that was killed
+        self.barrier("ZeroStrategy.save_checkpoint")
+        super().save_checkpoint(checkpoint, part, storage_options=storage_options)  # ends in a barrier
+        if self.is_global_zero:
+            publish_folder(part, target)
+        self.barrier("ZeroStrategy.save_checkpoint")
 
     def setup(self, trainer: Any) -> None:
         if self.zero_stage_3:

@@ -15,6 +15,7 @@ import logging
 import netrc
 import os
 import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,21 @@ def wandb_logger(
     if kwargs.get("id"):
         kwargs.setdefault("resume", "allow")
     Path(save_dir).mkdir(parents=True, exist_ok=True)
+    finish_stale_run()
     return RecflowWandbLogger(
         project=project, save_dir=save_dir, name=name, offline=mode == "offline", mode=mode,
         upload_outputs=bool(log_model), **kwargs,
     )
+
+
+def finish_stale_run() -> None:
+    """Close a W&B run left open in this process (e.g. by a job of a sweep that failed):
+    Lightning's logger would otherwise log this run's values into that one."""
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if run is not None:
+        log.warning("finishing W&B run %s left open in this process before starting a new one", run.id)
+        wandb.finish()
 
 
 def csv_logger(save_dir: str, name: str = "csv") -> CSVLogger:
