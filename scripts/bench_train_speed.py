@@ -35,7 +35,7 @@ def run(name: str, overrides: list[str], data: str, epochs: int, extra: list[str
     cmd = [sys.executable, "-m", "train", "data=sequence_file", f"data.path={data}", *overrides,
            f"trainer.max_epochs={epochs}", "trainer.check_val_every_n_epoch=1000", "logger=csv",
            "~callbacks.early_stopping", "~callbacks.model_checkpoint", "trainer.enable_progress_bar=false",
-           "+callbacks.timer._target_=train.training.timing.EpochTimer", f"hydra.run.dir={run_dir}", *extra]
+           "~callbacks.plots", f"hydra.run.dir={run_dir}", *extra]
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = [r for r in csv.DictReader(open(run_dir / "csv" / "metrics.csv")) if r.get("time/epoch_s")]
     epoch_s = [float(r["time/epoch_s"]) for r in rows]

@@ -1,7 +1,7 @@
 """A callback that measures training speed: seconds per epoch (validation excluded),
 examples per second and the process's peak resident memory.
 
-Enable on any run: ``+callbacks.timer._target_=train.training.timing.EpochTimer``.
+On in every run (conf/callbacks/default.yaml); ``callbacks.timer=null`` turns it off.
 """
 from __future__ import annotations
 
