@@ -18,5 +18,17 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
+def _restore_environment():
+    """Undo environment changes a test makes (an in-process DDP run leaves LOCAL_RANK,
+    WORLD_SIZE and MASTER_PORT behind, and a later Lightning launch would then take its
+    processes for externally started ones and wait for ranks that never come)."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -17,7 +17,8 @@ def peak_rss_mb() -> float:
 
 
 class EpochTimer(pl.Callback):
-    """Logs ``time/epoch_s``, ``time/examples_per_s`` and ``mem/peak_rss_mb`` each epoch."""
+    """Logs ``time/epoch_s``, ``time/examples_per_s`` and ``mem/peak_rss_mb`` each epoch
+    (under DDP/DeepSpeed: the slowest rank, the summed throughput, the largest memory)."""
 
     def __init__(self) -> None:
         self.start = 0.0
@@ -31,7 +32,6 @@ class EpochTimer(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         seconds = time.perf_counter() - self.start
-        pl_module.log_dict(
-            {"time/epoch_s": seconds, "time/examples_per_s": self.examples / seconds, "mem/peak_rss_mb": peak_rss_mb()},
-            rank_zero_only=True,
-        )
+        # Across ranks: the slowest rank's time and memory, the job's total throughput.
+        pl_module.log_dict({"time/epoch_s": seconds, "mem/peak_rss_mb": peak_rss_mb()}, sync_dist=True, reduce_fx="max")
+        pl_module.log("time/examples_per_s", self.examples / seconds, sync_dist=True, reduce_fx="sum")
