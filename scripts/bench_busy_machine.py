@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from train.training.threads import busy_cores  # no torch import
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from train.training.threads import busy_cores  # noqa: E402  (no torch import)
 
 # torch (and its OpenMP runtime) loads before the command sets OMP_WAIT_POLICY.
 OPENMP_DEFAULT_WAIT = "import sys, torch; from train.cli.train import main; sys.argv[0] = 'train'; main()"

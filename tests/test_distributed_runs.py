@@ -150,19 +150,6 @@ def test_torchrun_zero2_one_run_and_consolidated_weights_score_the_same(zero2: P
     assert_same_scores(metrics, single_process_scores(zero2, fp32))
 
 
-def test_zero2_resume_after_interruption_matches_uninterrupted(zero2: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    run(tmp_path, "trainer=deepspeed_zero2", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}", nproc=2)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    assert (last / "checkpoint").is_dir()
-    run(tmp_path, "trainer=deepspeed_zero2", f"resume={run_dir}", nproc=2)  # every rank joins run_dir
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no second run folder (outputs/)
-    resumed, straight = read_metrics(run_dir), read_metrics(zero2)
-    assert resumed["epochs"] == straight["epochs"]
-    for split in ("val", "test"):
-        assert split_metrics(resumed, split) == pytest.approx(split_metrics(straight, split), abs=TOL)
-
-
 def test_resume_at_another_world_size_fails_clearly_or_goes_universal(zero2: Path, tmp_path: Path) -> None:
     """2-rank shards refuse 1 process with a message naming the conversion; converted, they resume."""
     last = tmp_path / "last.ckpt"
