@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
@@ -81,7 +83,8 @@ def test_every_cached_file_is_checked(tmp_path: Path, name: str) -> None:
         load(tmp_path / "entry")
 
 
-def test_an_altered_cache_entry_is_rebuilt_from_its_source(tmp_path: Path, caplog) -> None:
+def cached_once(tmp_path: Path) -> tuple[Callable[[], InteractionData], list[int], dict[str, Any], Path]:
+    """(build, its call log, load_or_build's arguments, the entry) after one cached build."""
     raw = tmp_path / "raw.txt"
     raw.write_text("x")
     built: list[int] = []
@@ -90,9 +93,13 @@ def test_an_altered_cache_entry_is_rebuilt_from_its_source(tmp_path: Path, caplo
         built.append(1)
         return data()
 
-    kwargs = dict(name="flips", settings={}, files=[raw], cache_dir=tmp_path / "cache")
+    kwargs: dict[str, Any] = dict(name="flips", settings={}, files=[raw], cache_dir=tmp_path / "cache")
     load_or_build(build, **kwargs)
-    entry = next((tmp_path / "cache").iterdir())
+    return build, built, kwargs, next((tmp_path / "cache").iterdir())
+
+
+def test_an_altered_cache_entry_is_rebuilt_from_its_source(tmp_path: Path, caplog) -> None:
+    build, built, kwargs, entry = cached_once(tmp_path)
     parquet = entry / "interactions.parquet"
     flip_bit(parquet, parquet.stat().st_size // 2)
     with caplog.at_level(logging.WARNING, logger="data_modules.cache"):
@@ -103,17 +110,7 @@ def test_an_altered_cache_entry_is_rebuilt_from_its_source(tmp_path: Path, caplo
 
 
 def test_entries_without_checksums_are_rebuilt_in_caches_and_read_with_a_warning_elsewhere(tmp_path: Path, caplog) -> None:
-    raw = tmp_path / "raw.txt"
-    raw.write_text("x")
-    built: list[int] = []
-
-    def build() -> InteractionData:
-        built.append(1)
-        return data()
-
-    kwargs = dict(name="flips", settings={}, files=[raw], cache_dir=tmp_path / "cache")
-    load_or_build(build, **kwargs)
-    entry = next((tmp_path / "cache").iterdir())
+    build, built, kwargs, entry = cached_once(tmp_path)
     meta = json.loads((entry / META).read_text())
     del meta[CHECKSUMS]  # as written before checksums existed
     (entry / META).write_text(json.dumps(meta))

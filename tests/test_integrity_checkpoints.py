@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import torch
 from omegaconf import open_dict
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from tests.helpers import tiny_config
+from tests.helpers import Payload, tiny_config
 from tests.serving_runs import QUICK
 from train.runs.checkpoints import CheckpointError, file_sha256, load_checkpoint, sidecar_of
 from train.runs.consolidate import ConsolidationError, consolidate
@@ -28,15 +27,6 @@ from train.training.checkpoint_checksums import ChecksumCheckpointIO
 from train.training.config_checks import ConfigError, check_config
 from train.training.run import train
 
-
-class Payload:
-    """Unpickling it creates ``marker``."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
 @pytest.fixture(scope="module")

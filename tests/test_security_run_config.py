@@ -6,7 +6,6 @@ the target, name it and the file, and the marker must never appear.
 """
 from __future__ import annotations
 
-import pathlib
 import pickle
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import tiny_config
+from tests.helpers import Payload, tiny_config
 from tests.serving_runs import trained_run
 from train.runs.artifacts import load_run_artifacts
 from train.runs.targets import UntrustedConfigError, allowed_targets, checked_run_config
@@ -29,15 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 EVALS = sorted(p.stem for p in (ROOT / "conf" / "eval").glob("*.yaml"))
 
-
-class Payload:
-    """Unpickling it creates ``marker`` (and nothing else)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
 @pytest.fixture(scope="module")
