@@ -52,7 +52,9 @@ def _worker(args: argparse.Namespace, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import train.training.strategies  # noqa: F401  registers the precision resolver
+    from train.training.resolvers import register_resolvers
+
+    register_resolvers()  # ${recflow.precision:} in the trainer configs
     from train.building import build_with_data, instantiate_with
 
     from train.training.distributed import detect_launch

@@ -7,7 +7,10 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from train.training.resolvers import register_resolvers
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+register_resolvers()  # ${recflow.precision:} in the trainer configs tests compose
 
 TINY_DATA = [
     "data.num_users=120",

@@ -24,6 +24,7 @@ from train.training.checkpoint_checksums import checksum_checkpoints
 from train.training.incremental import align_with_previous_run, warm_start
 from train.training.threads import check_setting, configure_threads
 from train.runs.results import flat_metrics, results_table, write_metrics
+from train.training.resolvers import register_resolvers
 from train.training.resume import resume_checkpoint
 from train.training.tracking import build_loggers, log_config, publish_results, tracking_callbacks
 
@@ -42,6 +43,7 @@ def checkpoint_callback(callbacks: list[pl.Callback]) -> ModelCheckpoint | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, keep the best checkpoint by ``cfg.monitor``, test it, write metrics.json."""
+    register_resolvers()  # ${recflow.precision:} in trainer configs composed outside the commands
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     check_setting(cfg.get("num_threads"))  # a bad value fails before the data loads

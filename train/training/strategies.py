@@ -26,7 +26,6 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from train.extras import require
 from train.training.atomic_checkpoints import part_path, publish_folder, remove_tree
-from train.training.resolvers import PRECISION_RESOLVER, register_resolvers  # noqa: F401  (re-exported)
 from train.runs.consolidate import ConsolidationError, checkpoint_world_size
 
 log = logging.getLogger(__name__)
@@ -68,8 +67,6 @@ def auto_precision(accelerator: str = "auto") -> str:
         return "32-true"
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
-
-register_resolvers()  # for code (scripts, tests) that builds trainers without the commands
 
 
 def _timeout(minutes: float) -> timedelta:
