@@ -188,17 +188,3 @@ def test_torchrun_zero3_partitions_weights_and_optimizer_state(tmp_path: Path) -
         print(f"rank {rank}: {weights} of {total} fp32 weights, {moments} Adam moments")
         assert moments == 2 * weights
     assert_same_scores(metrics, single_process_scores(run_dir, fp32))
-
-
-def test_single_process_resume_is_exact(tmp_path: Path) -> None:
-    """Interrupted after epoch 1 and resumed to 3 == straight 3 epochs (optimizer, early
-    stopping, best-checkpoint state and data order all restored)."""
-    straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
-    run(tmp_path, "trainer.max_epochs=3", f"hydra.run.dir={straight_dir}")
-    run(tmp_path, "trainer.max_epochs=1", f"hydra.run.dir={resumed_dir}")
-    last = resumed_dir / "checkpoints" / "last.ckpt"
-    run(tmp_path, "trainer.max_epochs=3", f"hydra.run.dir={resumed_dir}", f"ckpt_path={last}")
-    straight, resumed = read_metrics(straight_dir), read_metrics(resumed_dir)
-    assert Path(straight["best_checkpoint"]).name == Path(resumed["best_checkpoint"]).name
-    for split in ("val", "test"):
-        assert split_metrics(resumed, split) == pytest.approx(split_metrics(straight, split), abs=TOL)
