@@ -144,7 +144,7 @@ def test_tensorboard_logger_writes_event_files(tmp_path: Path) -> None:
 def test_tensorboard_without_the_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import importlib.util
 
-    from train.training import tensorboard
+    from train.training import tracking as tensorboard
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setitem(sys.modules, "tensorboard", None)

@@ -16,10 +16,8 @@ from omegaconf import DictConfig
 from train.cli.configs import CONFIG_DIR
 from train.extras import check_sweeper_installed
 from train.training.resolvers import register_resolvers
-from train.training.run_names import register_run_label
 
-register_resolvers()  # ${recflow.precision:} in the trainer configs; imports torch only when resolved
-register_run_label()  # ${recflow.run_label:} in the run folder's name (conf/hydra/default.yaml)
+register_resolvers()  # ${recflow.precision:} and ${recflow.run_label:}; torch loads only when resolved
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

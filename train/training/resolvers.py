@@ -17,8 +17,12 @@ def precision(accelerator: str = "auto") -> str:
 
 
 def register_resolvers() -> None:
-    """Make ``${recflow.precision:<accelerator>}`` available to the trainer configs."""
+    """Make ``${recflow.precision:<accelerator>}`` (trainer configs) and
+    ``${recflow.run_label:...}`` (the run folder's name) available."""
     from omegaconf import OmegaConf
+
+    from train.training.run_names import register_run_label
 
     if not OmegaConf.has_resolver(PRECISION_RESOLVER):
         OmegaConf.register_new_resolver(PRECISION_RESOLVER, precision)
+    register_run_label()

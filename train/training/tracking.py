@@ -17,6 +17,7 @@ import os
 import secrets
 import sys
 from collections.abc import Mapping, Sequence
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from train.extras import require
 from train.training.run_names import data_name
 
 log = logging.getLogger(__name__)
@@ -243,3 +245,11 @@ def publish_results(loggers: Sequence[Logger], metrics: Mapping[str, Any], metri
     for logger in loggers:
         if isinstance(logger, RecflowWandbLogger):
             logger.publish(metrics, metrics_file)
+
+
+def tensorboard_logger(save_dir: str, name: str = "tensorboard", **kwargs: Any) -> TensorBoardLogger:
+    """``logger=tensorboard``: event files in ``<save_dir>/<name>/``; the optional package
+    (``recflow[tensorboard]``) is named if missing."""
+    if find_spec("tensorboardX") is None:  # Lightning writes through either package
+        require("tensorboard", "tensorboard", "logger=tensorboard")
+    return TensorBoardLogger(save_dir=save_dir, name=name, version="", **kwargs)
