@@ -12,6 +12,10 @@ Conventions (relied upon everywhere):
 - ``split`` column: ``TRAIN``/``VAL``/``TEST`` (leave-one-out puts the last item in
   TEST and the second-last in VAL).
 - Padded histories use :data:`PAD` (``-1``); models map it to their own padding row.
+- Columns are compact: ``user``/``item`` int32 while the ids fit, ``split`` int8. A
+  cached data set's columns are read-only memory maps (:mod:`data_modules.cache`), so
+  processes that open the same cache share its pages; the hot paths here read the
+  columns as arrays (:meth:`InteractionData.column`) instead of copying the frame.
 """
 from __future__ import annotations
 
@@ -76,22 +80,40 @@ class InteractionData:
     def num_items(self) -> int:
         return len(self.item_ids)
 
+    def column(self, name: str) -> np.ndarray:
+        """One column of ``interactions`` as an array, without a copy (read-only view)."""
+        return self.interactions[name].to_numpy()
+
+    def split_mask(self, *splits: int) -> np.ndarray | None:
+        """Rows in ``splits``, or ``None`` when every row is (saves a full-length copy)."""
+        mask = np.isin(self.column("split"), splits)
+        return None if mask.all() else mask
+
     def rows(self, *splits: int) -> pd.DataFrame:
-        mask = self.interactions["split"].isin(splits).to_numpy()
-        return self.interactions[mask]
+        mask = self.split_mask(*splits)
+        return self.interactions.copy(deep=False) if mask is None else self.interactions[mask]
+
+    def selected(self, name: str, *splits: int) -> np.ndarray:
+        """Column ``name`` restricted to rows of ``splits`` (a view when that is every row)."""
+        mask = self.split_mask(*splits)
+        column = self.column(name)
+        return column if mask is None else column[mask]
 
     def histories(self, *splits: int) -> Histories:
         """Chronological per-user sequences restricted to the given splits."""
-        rows = self.rows(*splits)
-        counts = np.bincount(rows["user"].to_numpy(), minlength=self.num_users)
+        mask = self.split_mask(*splits)
+        users, items = self.column("user"), self.column("item")
+        if mask is not None:
+            users, items = users[mask], items[mask]
+        counts = np.bincount(users, minlength=self.num_users)
         indptr = np.zeros(self.num_users + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        return Histories(indptr=indptr, items=rows["item"].to_numpy(dtype=np.int64))
+        return Histories(indptr=indptr, items=items.astype(np.int64))
 
     def targets(self, split: int) -> tuple[np.ndarray, np.ndarray]:
         """(users, target items) of an evaluation split, one row per held-out interaction."""
-        rows = self.rows(split)
-        return rows["user"].to_numpy(dtype=np.int64), rows["item"].to_numpy(dtype=np.int64)
+        mask = self.column("split") == split
+        return self.column("user")[mask].astype(np.int64), self.column("item")[mask].astype(np.int64)
 
     def context_splits(self, split: int) -> tuple[int, ...]:
         """Splits a model may see when predicting ``split`` (validation sees train only)."""
@@ -99,10 +121,10 @@ class InteractionData:
 
     def item_popularity(self) -> np.ndarray:
         """Training interaction count per item."""
-        return np.bincount(self.rows(TRAIN)["item"].to_numpy(), minlength=self.num_items)
+        return np.bincount(self.selected("item", TRAIN), minlength=self.num_items)
 
     def summary(self) -> str:
-        counts = self.interactions["split"].value_counts().to_dict()
+        counts = dict(enumerate(np.bincount(self.column("split").astype(np.intp), minlength=3).tolist()))
         return (
             f"{self.name}: {self.num_users} users, {self.num_items} items, "
             f"{len(self.interactions)} interactions "

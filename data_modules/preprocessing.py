@@ -160,23 +160,24 @@ def preprocess(
 
     ``item_features``/``user_features`` are indexed by *raw* id; the result's are
     indexed by internal id and hold exactly the kept ids (missing ones are counted).
+    The steps work on the columns as compact numpy arrays (no DataFrame copies), so
+    the peak memory of a 100M-row table stays a small multiple of its columns.
     """
     cfg = PreprocessConfig.of(config)
     show = len(raw) >= PROGRESS_MIN_ROWS if progress is None else progress
     report: dict[str, Any] = {"source": dict(source_report or {}), "preprocess": cfg.to_dict()}
     with tqdm(total=6, desc=f"preprocess {name}", disable=not show, leave=False) as bar:
-        frame = _validate(raw, cfg, report)
+        table = _validate(raw, cfg, report)
         # Ids become integer codes in sorted raw-id order once; every later step
         # (sort, dedup, k-core, split, remap) works on those codes.
-        user_codes, user_raw = _encode(frame["user"], "user")
-        item_codes, item_raw = _encode(frame["item"], "item")
-        frame["user"], frame["item"] = user_codes, item_codes
+        table["user"], user_raw = _encode(table["user"], "user")
+        table["item"], item_raw = _encode(table["item"], "item")
         for label, step in STEPS:
             bar.set_postfix_str(label)
-            frame = step(frame, cfg, report)
+            table = step(table, cfg, report)
             bar.update()
         bar.set_postfix_str("remap")
-        interactions, user_ids, item_ids = _remap(frame, user_raw, item_raw)
+        interactions, user_ids, item_ids = _remap(table, user_raw, item_raw)
         bar.update()
         bar.set_postfix_str("features")
         data = InteractionData(
@@ -189,7 +190,7 @@ def preprocess(
             report=report,
         )
         bar.update()
-    counts = np.bincount(interactions["split"].to_numpy(), minlength=3)
+    counts = np.bincount(interactions["split"].to_numpy().astype(np.intp), minlength=3)
     report.update(
         num_users=data.num_users,
         num_items=data.num_items,
@@ -201,44 +202,68 @@ def preprocess(
 
 # --- steps ---------------------------------------------------------------------------
 
+# The table the steps pass along: column name -> array, all of one length.
+Table = dict[str, np.ndarray]
 
-def _validate(raw: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
-    """Check the raw-table contract and return a fresh frame with the known columns only."""
+
+def _rows(table: Table) -> int:
+    return len(table["user"])
+
+
+def _take(table: Table, index: np.ndarray) -> Table:
+    """Rows ``index`` (positions or a boolean mask) of every column, one column at a time."""
+    return {column: values[index] for column, values in table.items()}
+
+
+def _validate(raw: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> Table:
+    """Check the raw-table contract and return the known columns as arrays (no copies
+    of numeric columns)."""
     missing = [c for c in ("user", "item") if c not in raw.columns]
     if missing:
         raise DataFormatError(
             f"raw interaction table lacks column(s) {missing} (has {list(raw.columns)}); "
             "a source must name its columns user, item, timestamp[, rating]"
         )
-    frame = pd.DataFrame({"user": raw["user"].to_numpy(), "item": raw["item"].to_numpy()})
+    table: Table = {"user": raw["user"].to_numpy(), "item": raw["item"].to_numpy()}
     if "timestamp" in raw.columns:
-        frame["timestamp"] = _as_timestamp(raw["timestamp"])
+        table["timestamp"] = _as_timestamp(raw["timestamp"])
     else:
-        frame["timestamp"] = np.arange(len(raw), dtype=np.int64)
+        table["timestamp"] = np.arange(len(raw), dtype=np.int64)
         report["timestamp_from_row_order"] = True
     if "rating" in raw.columns:
-        frame["rating"] = pd.to_numeric(raw["rating"], errors="coerce").to_numpy(np.float32)
+        table["rating"] = pd.to_numeric(raw["rating"], errors="coerce").to_numpy(np.float32)
     if cfg.split == "given":
         if "split" not in raw.columns:
             raise DataFormatError("preprocess.split='given' needs a 'split' column in the raw table")
-        frame["split"] = _as_split_codes(raw["split"])
-    report["rows_in"] = len(frame)
-    for column in frame.columns:
-        nulls = int(frame[column].isna().sum())
+        table["split"] = _as_split_codes(raw["split"])
+    report["rows_in"] = len(raw)
+    for column, values in table.items():
+        nulls = _count_missing(values)
         if nulls:
             raise DataFormatError(
                 f"raw interaction table has {nulls} row(s) with a missing {column!r}; "
                 "the loader must skip and count them before preprocessing"
             )
-    if len(frame) == 0:
+    if len(raw) == 0:
         raise ValueError(f"the source produced no interactions (report: {report['source']})")
-    return frame
+    return table
+
+
+def _count_missing(values: np.ndarray) -> int:
+    """Missing entries (NaN, None, NaT); integer columns have none and are not scanned."""
+    if values.dtype.kind in "iub":
+        return 0
+    if values.dtype.kind == "f":
+        return int(np.isnan(values).sum())
+    return int(pd.isna(values).sum())
 
 
 def _as_timestamp(column: pd.Series) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(column):
         return column.to_numpy("datetime64[s]").astype(np.int64)
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        if pd.api.types.is_integer_dtype(column) and not column.hasnans:
+            return column.to_numpy().astype(np.int64, copy=False)
         values = column.to_numpy(dtype=np.float64 if column.hasnans else None)
         integral = np.issubdtype(values.dtype, np.integer) or (
             not column.hasnans and np.all(np.mod(values, 1) == 0)
@@ -266,62 +291,84 @@ def _as_split_codes(column: pd.Series) -> np.ndarray:
     return codes.astype(np.int8)
 
 
-def _apply_threshold(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
+def _apply_threshold(table: Table, cfg: PreprocessConfig, report: dict) -> Table:
     if cfg.rating_threshold is None:
-        return frame
-    if "rating" not in frame.columns:
+        return table
+    if "rating" not in table:
         raise DataFormatError(
             f"preprocess.rating_threshold={cfg.rating_threshold} needs ratings, but this source "
             "has none; set rating_threshold: null"
         )
-    keep = frame["rating"].to_numpy() >= cfg.rating_threshold
+    ratings = table["rating"]
+    keep = ratings >= cfg.rating_threshold
     report["below_threshold_removed"] = int((~keep).sum())
     if not keep.any():
-        ratings = frame["rating"]
         raise ValueError(
-            f"rating_threshold={cfg.rating_threshold} removed all {len(frame)} interactions "
+            f"rating_threshold={cfg.rating_threshold} removed all {len(ratings)} interactions "
             f"(ratings range {ratings.min()}..{ratings.max()}); lower preprocess.rating_threshold "
             "or set it to null"
         )
-    return frame[keep].reset_index(drop=True)
+    return table if keep.all() else _take(table, keep)
 
 
-def _sort_and_dedup(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
+def _sort_and_dedup(table: Table, cfg: PreprocessConfig, report: dict) -> Table:
     """Stable (user, timestamp) sort; ``dedup`` then keeps each pair's earliest row."""
-    users = frame["user"].to_numpy()
-    stamps = frame["timestamp"].to_numpy()
-    same_user = users[1:] == users[:-1]
-    in_order = np.all((users[1:] > users[:-1]) | (same_user & (stamps[1:] >= stamps[:-1])))
-    if not in_order:  # files are often sorted already; then the sort is skipped
+    users, stamps = table["user"], table["timestamp"]
+    if not _sorted_by_user_time(users, stamps):  # files are often sorted already: no sort
         by_time = np.argsort(stamps, kind="stable")
         order = by_time[np.argsort(users[by_time], kind="stable")]
-        frame = frame.iloc[order].reset_index(drop=True)
+        del by_time
+        table = _take(table, order)
+        del order
     if not cfg.dedup:
         report["duplicates_removed"] = 0
-        return frame
-    pair = frame["user"].to_numpy() * (int(frame["item"].max()) + 1) + frame["item"].to_numpy()
-    first = ~pd.Series(pair).duplicated(keep="first").to_numpy()
-    report["duplicates_removed"] = int((~first).sum())
-    return frame[first].reset_index(drop=True)
+        return table
+    first = _first_of_each_pair(table["user"], table["item"])
+    report["duplicates_removed"] = int(len(first) - first.sum())
+    return table if report["duplicates_removed"] == 0 else _take(table, first)
 
 
-def _kcore(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
+def _sorted_by_user_time(users: np.ndarray, stamps: np.ndarray) -> bool:
+    """Whether rows are already in (user, timestamp) order (checked without a sort)."""
+    later_user = users[1:] > users[:-1]
+    same_user = users[1:] == users[:-1]
+    return bool(np.all(later_user | (same_user & (stamps[1:] >= stamps[:-1]))))
+
+
+def _first_of_each_pair(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Mask of the first row of each (user, item) pair in row order.
+
+    A stable sort of the pair keys keeps row order inside each pair, so the first of a
+    run of equal keys is the pair's first row: no hash table over every row.
+    """
+    keys = users.astype(np.int64) * (int(items.max()) + 1) + items
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    repeated = keys[1:] == keys[:-1]
+    del keys
+    first = np.ones(len(order), dtype=bool)
+    first[order[1:][repeated]] = False
+    return first
+
+
+def _kcore(table: Table, cfg: PreprocessConfig, report: dict) -> Table:
     """Drop sparse users/items until every kept one meets its minimum (iterative k-core)."""
     min_user, min_item = cfg.min_user_interactions, cfg.min_item_interactions
     if min_user <= 1 and min_item <= 1:
-        return frame
-    users = frame["user"].to_numpy()
-    items = frame["item"].to_numpy()
-    keep = np.ones(len(frame), dtype=bool)
+        return table
+    users, items = table["user"], table["item"]
+    keep = np.ones(len(users), dtype=bool)
+    kept = len(users)
     rounds = 0
     while True:
-        user_counts = np.bincount(users[keep], minlength=users.max() + 1)
-        item_counts = np.bincount(items[keep], minlength=items.max() + 1)
-        new_keep = keep & (user_counts[users] >= min_user) & (item_counts[items] >= min_item)
+        user_counts = np.bincount(users[keep], minlength=int(users.max()) + 1)
+        item_counts = np.bincount(items[keep], minlength=int(items.max()) + 1)
+        keep &= (user_counts[users] >= min_user) & (item_counts[items] >= min_item)
         rounds += 1
-        if new_keep.sum() == keep.sum():
+        now = int(keep.sum())
+        if now == kept:
             break
-        keep = new_keep
+        kept = now
     report["kcore"] = {
         "rounds": rounds,
         "rows_removed": int((~keep).sum()),
@@ -331,40 +378,40 @@ def _kcore(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataF
     if not keep.any():
         raise ValueError(
             f"k-core filtering (min_user_interactions={min_user}, "
-            f"min_item_interactions={min_item}) removed all {len(frame)} interactions after "
+            f"min_item_interactions={min_item}) removed all {len(users)} interactions after "
             f"{rounds} round(s); lower preprocess.min_user_interactions/min_item_interactions"
         )
-    return frame[keep].reset_index(drop=True)
+    return table if keep.all() else _take(table, keep)
 
 
 def _count_ids(codes: np.ndarray) -> int:
     return int(np.count_nonzero(np.bincount(codes))) if len(codes) else 0
 
 
-def _split(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
-    """Assign TRAIN/VAL/TEST; ``frame`` is sorted by (user, timestamp)."""
+def _split(table: Table, cfg: PreprocessConfig, report: dict) -> Table:
+    """Assign TRAIN/VAL/TEST; ``table`` is sorted by (user, timestamp)."""
     if cfg.split == "given":
         report["split"] = {"method": "given"}
-        return frame
+        return table
     if cfg.split == "time":
-        return _time_split(frame, cfg, report)
-    users = frame["user"].to_numpy()  # sorted codes, possibly with gaps after filtering
+        return _time_split(table, cfg, report)
+    users = table["user"]  # sorted codes, possibly with gaps after filtering
     lengths = np.bincount(users)
     starts = np.cumsum(lengths) - lengths
-    from_end = lengths[users] - 1 - (np.arange(len(frame)) - starts[users])
-    split = np.full(len(frame), TRAIN, dtype=np.int8)
+    from_end = lengths[users] - 1 - (np.arange(len(users)) - starts[users])
+    split = np.full(len(users), TRAIN, dtype=np.int8)
     if cfg.split == "ratio":
         n_test = np.floor(lengths * cfg.ratios[2]).astype(np.int64)[users]
         n_val = np.floor(lengths * cfg.ratios[1]).astype(np.int64)[users]
         split[from_end < n_test + n_val] = VAL
         split[from_end < n_test] = TEST
         report["split"] = {"method": "ratio", "ratios": list(cfg.ratios)}
-        frame["split"] = split
-        return frame
+        return {**table, "split": split}
     short = lengths[users] < 3
     split[(from_end == 1) & ~short] = VAL
     split[(from_end == 0) & ~short] = TEST
-    frame["split"] = split
+    del from_end
+    table = {**table, "split": split}
     n_short = int(((lengths > 0) & (lengths < 3)).sum())
     report["split"] = {
         "method": "loo",
@@ -384,17 +431,17 @@ def _split(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataF
                 f"short_users='drop' removed every user: all {n_short} users have fewer "
                 "than 3 interactions; use short_users: train_only or a ratio/time split"
             )
-        frame = frame[~short].reset_index(drop=True)
-    return frame
+        table = _take(table, ~short)
+    return table
 
 
-def _time_split(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.DataFrame:
-    stamps = frame["timestamp"].to_numpy()
+def _time_split(table: Table, cfg: PreprocessConfig, report: dict) -> Table:
+    stamps = table["timestamp"]
     if cfg.time_cutoffs is not None:
         val_start, test_start = cfg.time_cutoffs
     else:
         val_start, test_start = np.quantile(stamps, cfg.time_quantiles)
-    split = np.full(len(frame), TRAIN, dtype=np.int8)
+    split = np.full(len(stamps), TRAIN, dtype=np.int8)
     split[stamps >= val_start] = VAL
     split[stamps >= test_start] = TEST
     if not (split == TRAIN).any():
@@ -402,16 +449,15 @@ def _time_split(frame: pd.DataFrame, cfg: PreprocessConfig, report: dict) -> pd.
             f"time split: no interaction is before val_start={val_start}; "
             "raise preprocess.time_cutoffs/time_quantiles"
         )
-    frame["split"] = split
-    users = frame["user"].to_numpy()
-    has_train = np.bincount(users[split == TRAIN], minlength=users.max() + 1) > 0
+    users = table["user"]
+    has_train = np.bincount(users[split == TRAIN], minlength=int(users.max()) + 1) > 0
     report["split"] = {
         "method": "time",
         "val_start": float(val_start),
         "test_start": float(test_start),
         "eval_rows_of_users_without_train": int(((split != TRAIN) & ~has_train[users]).sum()),
     }
-    return frame
+    return {**table, "split": split}
 
 
 def require_eval_rows(data: InteractionData, config: PreprocessConfig | Mapping[str, Any] | None) -> None:
@@ -421,12 +467,12 @@ def require_eval_rows(data: InteractionData, config: PreprocessConfig | Mapping[
     cfg = PreprocessConfig.of(config)
     if cfg.split == "given":
         return  # the files' own split (ncf_split may leave out validation on purpose)
-    split = data.interactions["split"].to_numpy()
+    split = data.column("split")
     wanted = {"validation": (VAL, _wants_validation(cfg)), "test": (TEST, _wants_test(cfg))}
     empty = [name for name, (code, wants) in wanted.items() if wants and not (split == code).any()]
     if not empty:
         return
-    lengths = np.bincount(data.interactions["user"].to_numpy())
+    lengths = np.bincount(data.column("user"))
     raise ValueError(
         f"preprocess.split={cfg.split!r} left no {' and no '.join(empty)} rows: {_split_needs(cfg)}; "
         f"the longest of the {int(np.count_nonzero(lengths))} users has {int(lengths.max())} "
@@ -471,23 +517,32 @@ def _min_length(fraction: float) -> int | str:
     return n
 
 
-def _remap(
-    frame: pd.DataFrame, user_raw: np.ndarray, item_raw: np.ndarray
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Close the gaps filtering left in the codes: dense ids, still in raw-id order."""
-    columns = {}
+def _remap(table: Table, user_raw: np.ndarray, item_raw: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Close the gaps filtering left in the codes: dense ids, still in raw-id order.
+
+    The frame wraps the arrays without copying them (ids int32 while they fit)."""
+    columns: dict[str, np.ndarray] = {}
     ids = {}
     for kind, raw_ids in (("user", user_raw), ("item", item_raw)):
-        codes = frame[kind].to_numpy()
+        codes = table[kind]
         present = np.bincount(codes, minlength=len(raw_ids)) > 0
-        dense = np.cumsum(present) - 1
-        columns[kind] = dense[codes].astype(np.int64)
+        if present.all():  # nothing was filtered: the codes are dense already
+            columns[kind] = codes.astype(id_dtype(len(raw_ids)), copy=False)
+            ids[kind] = raw_ids
+            continue
+        dense = (np.cumsum(present) - 1).astype(id_dtype(int(present.sum())))
+        columns[kind] = dense[codes]
         ids[kind] = raw_ids[present]
-    out = pd.DataFrame({**columns, "timestamp": frame["timestamp"].to_numpy()})
-    if "rating" in frame.columns:
-        out["rating"] = frame["rating"].to_numpy(np.float32)
-    out["split"] = frame["split"].to_numpy(np.int8)
-    return out, ids["user"], ids["item"]
+    columns["timestamp"] = table["timestamp"]
+    if "rating" in table:
+        columns["rating"] = table["rating"].astype(np.float32, copy=False)
+    columns["split"] = table["split"].astype(np.int8, copy=False)
+    return pd.DataFrame(columns, copy=False), ids["user"], ids["item"]
+
+
+def id_dtype(count: int) -> np.dtype:
+    """The compact integer type for ``count`` dense ids: int32 while they fit."""
+    return np.dtype(np.int32) if count <= np.iinfo(np.int32).max else np.dtype(np.int64)
 
 
 def _align_features(
@@ -531,19 +586,35 @@ def _is_list_column(column: pd.Series) -> bool:
     return column.dtype == object and len(column) > 0 and isinstance(column.dropna().iloc[0], list)
 
 
-def _encode(column: pd.Series, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes in sorted raw-id order, and the raw ids they stand for."""
+def _encode(values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes in sorted raw-id order, and the raw ids they stand for.
+
+    Non-negative integer ids of a moderate range take a counting pass (no hash table,
+    no sort); others are factorized."""
+    if values.dtype.kind in "iu" and len(values) and _countable(values):
+        present = np.bincount(values) > 0
+        dense = (np.cumsum(present) - 1).astype(id_dtype(int(present.sum())))
+        return dense[values], np.flatnonzero(present).astype(np.int64)
     try:
-        codes, uniques = pd.factorize(column, sort=True)
+        codes, uniques = pd.factorize(values, sort=True)
     except TypeError as exc:
         raise DataFormatError(
             f"{what} ids mix types that cannot be ordered ({exc}); make all {what} ids "
             "numbers or all strings"
         ) from None
-    return codes.astype(np.int64), np.asarray(uniques)
+    uniques = np.asarray(uniques)
+    if uniques.dtype.kind in "iu":
+        uniques = uniques.astype(np.int64)
+    return codes.astype(id_dtype(len(uniques))), uniques
 
 
-# The table steps, in order; each takes and returns the frame and records what it did.
+def _countable(values: np.ndarray) -> bool:
+    """Ids ``0..max`` whose count table stays small next to the column itself."""
+    low, high = int(values.min()), int(values.max())
+    return low >= 0 and high <= 4 * len(values) + (1 << 20)
+
+
+# The table steps, in order; each takes and returns the table and records what it did.
 STEPS = (
     ("threshold", _apply_threshold),
     ("sort+dedup", _sort_and_dedup),

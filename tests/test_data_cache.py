@@ -1,15 +1,19 @@
-"""Parquet cache: identical round trip, hit/miss by settings and raw-file stats."""
+"""Array cache: identical round trip, memory-mapped columns, hit/miss by settings and
+raw-file stats, and entries of the older Parquet format still read."""
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import mmap
 import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from data_modules.cache import cache_key, load, load_or_build, save
+from data_modules.cache import CHECKSUMS, META, cache_key, load, load_or_build, save
+from data_modules.download import file_digest
 from data_modules.interactions import InteractionData
 from data_modules.preprocessing import preprocess
 from data_modules.sources import sequence_file
@@ -63,6 +67,54 @@ def test_round_trip_is_identical(tmp_path):
     assert isinstance(back.item_features.loc[0, "genres"], list)
 
 
+def is_memory_mapped(array: np.ndarray) -> bool:
+    """Whether the array's memory is a file mapping (somewhere down its ``base`` chain)."""
+    while array is not None and not isinstance(array, mmap.mmap):
+        array = getattr(array, "base", None)
+    return array is not None
+
+
+def test_loaded_columns_are_compact_read_only_memory_maps(tmp_path):
+    save(sample(), tmp_path / "entry")
+    back = load(tmp_path / "entry")
+    dtypes = back.interactions.dtypes.to_dict()
+    assert dtypes["user"] == np.int32 and dtypes["item"] == np.int32 and dtypes["split"] == np.int8
+    for column in back.interactions.columns:
+        values = back.column(column)
+        assert is_memory_mapped(values), column
+        assert not values.flags.writeable  # the cache file can never be written through it
+
+
+def test_a_freshly_built_entry_is_served_from_its_memory_maps(tmp_path):
+    raw = tmp_path / "raw.txt"
+    raw.write_text("x")
+    data = load_or_build(sample, name="tiny", settings={}, files=[raw], cache_dir=tmp_path / "cache")
+    assert all(is_memory_mapped(data.column(c)) for c in data.interactions.columns)
+    assert_same(data, sample())
+
+
+def write_format_1(data: InteractionData, entry) -> None:
+    """An entry as the Parquet-based format 1 wrote it (one interactions file)."""
+    entry.mkdir()
+    data.interactions.to_parquet(entry / "interactions.parquet", index=False)
+    for kind, ids in (("user_ids", data.user_ids), ("item_ids", data.item_ids)):
+        pd.DataFrame({"raw": ids}).to_parquet(entry / f"{kind}.parquet", index=False)
+    files = sorted(entry.iterdir())
+    meta = {"version": 1, "name": data.name, "report": data.report, "negatives": [],
+            CHECKSUMS: {f.name: file_digest(f, "sha256") for f in files}}
+    (entry / META).write_text(json.dumps(meta))
+
+
+def test_entries_of_the_parquet_format_still_load(tmp_path):
+    data = sample()
+    data.eval_negatives.clear()
+    data.item_features = data.user_features = None
+    write_format_1(data, tmp_path / "old")
+    back = load(tmp_path / "old", require_checksums=True)
+    pd.testing.assert_frame_equal(back.interactions, data.interactions)
+    np.testing.assert_array_equal(back.user_ids, data.user_ids)
+
+
 def test_hit_and_miss_follow_settings_and_files(tmp_path):
     raw = tmp_path / "raw.txt"
     raw.write_text("x")
@@ -103,7 +155,7 @@ def test_damaged_entry_is_rebuilt(tmp_path, caplog):
     kwargs = dict(name="tiny", settings={}, files=[raw], cache_dir=tmp_path / "cache")
     load_or_build(sample, **kwargs)
     entry = next(p for p in (tmp_path / "cache").iterdir())
-    (entry / "interactions.parquet").write_bytes(b"garbage")
+    (entry / "interactions.user.npy").write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
         data = load_or_build(sample, **kwargs)
     assert "rebuilding" in caplog.text

@@ -1,7 +1,8 @@
 """Cached data carries a sha256 per file: altered bytes are caught, never read as data.
 
-Parquet has no checksum of its own, so some single-bit flips in ``interactions.parquet``
-still read, as altered rows; the manifest in ``meta.json`` catches every one of them.
+A ``.npy`` column has no checksum of its own, so single-bit flips in
+``interactions.item.npy`` read as altered rows; the manifest in ``meta.json`` catches
+every one of them.
 A cache entry is then rebuilt from its source; a run's ``artifacts/data`` (no source)
 is an error.
 """
@@ -30,7 +31,7 @@ FLIPS = 12
 
 
 def data() -> InteractionData:
-    """A few thousand interactions: the Parquet file is mostly column data."""
+    """A few thousand interactions: the column files are mostly data."""
     rng = np.random.default_rng(0)
     raw = pd.DataFrame({
         "user": rng.integers(0, 200, 3000),
@@ -59,22 +60,24 @@ def positions(path: Path) -> list[int]:
 def test_flipped_bits_in_cached_interactions_are_always_detected(tmp_path: Path) -> None:
     expected = data()
     save(expected, tmp_path / "entry")
-    parquet = tmp_path / "entry" / "interactions.parquet"
+    column = tmp_path / "entry" / "interactions.item.npy"
     silently_altered = 0
-    for position in positions(parquet):
-        original = flip_bit(parquet, position)
-        try:  # what Parquet alone makes of it
-            silently_altered += not pd.read_parquet(parquet).equals(expected.interactions)
+    for position in positions(column):
+        original = flip_bit(column, position)
+        try:  # what numpy alone makes of it
+            silently_altered += not np.array_equal(np.load(column), expected.column("item"))
         except Exception:
             pass
-        with pytest.raises(CacheIntegrityError, match=f"{parquet} does not match the sha256"):
+        with pytest.raises(CacheIntegrityError, match=f"{column} does not match the sha256"):
             load(tmp_path / "entry")
-        parquet.write_bytes(original)
+        column.write_bytes(original)
     assert silently_altered > 0  # without the checksum some flips would load as other rows
     assert_same(load(tmp_path / "entry"), expected)
 
 
-@pytest.mark.parametrize("name", ["user_ids.parquet", "item_ids.parquet", "negatives_test.npy"])
+@pytest.mark.parametrize(
+    "name", ["interactions.split.npy", "user_ids.npy", "item_ids.npy", "negatives_test.npy"]
+)
 def test_every_cached_file_is_checked(tmp_path: Path, name: str) -> None:
     save(data(), tmp_path / "entry")
     path = tmp_path / "entry" / name
@@ -100,8 +103,8 @@ def cached_once(tmp_path: Path) -> tuple[Callable[[], InteractionData], list[int
 
 def test_an_altered_cache_entry_is_rebuilt_from_its_source(tmp_path: Path, caplog) -> None:
     build, built, kwargs, entry = cached_once(tmp_path)
-    parquet = entry / "interactions.parquet"
-    flip_bit(parquet, parquet.stat().st_size // 2)
+    column = entry / "interactions.user.npy"
+    flip_bit(column, column.stat().st_size // 2)
     with caplog.at_level(logging.WARNING, logger="data_modules.cache"):
         again = load_or_build(build, **kwargs)
     assert len(built) == 2 and "does not match the sha256" in caplog.text and "rebuilding" in caplog.text
@@ -121,10 +124,11 @@ def test_entries_without_checksums_are_rebuilt_in_caches_and_read_with_a_warning
     assert len(built) == 2
 
 
-def test_a_negatives_split_naming_another_file_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["negatives", "columns"])
+def test_a_manifest_naming_another_file_is_refused(tmp_path: Path, key: str) -> None:
     save(data(), tmp_path / "entry")
     meta = json.loads((tmp_path / "entry" / META).read_text())
-    meta["negatives"] = ["../../outside"]
+    meta[key] = ["../../outside"]
     (tmp_path / "entry" / META).write_text(json.dumps(meta))
     with pytest.raises(CacheIntegrityError, match="not plain names"):
         load(tmp_path / "entry")
@@ -137,7 +141,7 @@ def test_altered_run_artifacts_data_is_an_error(tmp_path: Path) -> None:
     interactions = hydra.utils.instantiate(cfg.data)
     save_run_artifacts(run, cfg, interactions, None, model=build_with_data(cfg.model.net, interactions))
     assert load_run_artifacts(run).data.num_items == interactions.num_items
-    parquet = run / "artifacts" / "data" / "interactions.parquet"
-    flip_bit(parquet, parquet.stat().st_size // 2)
-    with pytest.raises(ArtifactError, match=f"{parquet} does not match the sha256.*run folder was altered"):
+    column = run / "artifacts" / "data" / "interactions.item.npy"
+    flip_bit(column, column.stat().st_size // 2)
+    with pytest.raises(ArtifactError, match=f"{column} does not match the sha256.*run folder was altered"):
         load_run_artifacts(run)

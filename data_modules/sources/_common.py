@@ -55,7 +55,7 @@ class SourceOptions(TypedDict, total=False):
 
     ``preprocess``: :class:`PreprocessConfig` options; ``max_bad_fraction``: the share of
     malformed lines skipped (and reported) before a file is refused; ``cache``/``cache_dir``:
-    keep the preprocessed result as Parquet (default folder: ``<data root>/.cache``);
+    keep the preprocessed result as memory-mapped arrays (default folder: ``<data root>/.cache``);
     ``progress``: progress bars (None: only for big inputs).
     """
 

@@ -173,14 +173,50 @@ def _read_parquet(path: Path, roles: dict) -> tuple[pd.DataFrame, dict]:
             "map the roles to its columns with data.columns"
         )
     try:
-        frame = pd.read_parquet(path, columns=list(wanted)).rename(columns=wanted)
+        frame = _read_integer_columns(path, wanted)
+        if frame is None:
+            frame = pd.read_parquet(path, columns=list(wanted)).rename(columns=wanted)
     except (pa.ArrowException, OSError) as exc:
         raise DataFormatError(f"{path}: its Parquet data could not be read ({exc}); the file is damaged") from None
     return frame, {"lines": len(frame), "skipped_lines": 0}
 
 
+def _read_integer_columns(path: Path, wanted: Mapping[str, str]) -> pd.DataFrame | None:
+    """All-integer columns without nulls, read batch by batch into preallocated arrays.
+
+    Converting a whole table at once holds the Arrow table and its pandas copy together;
+    batches keep the peak at the arrays plus one batch. ``None`` for other files."""
+    file = pq.ParquetFile(path)
+    schema = file.schema_arrow
+    types = {column: schema.field(column).type for column in wanted}
+    if not all(_is_plain_integer(t) for t in types.values()):
+        return None
+    rows = file.metadata.num_rows
+    arrays = {column: np.empty(rows, dtype=t.to_pandas_dtype()) for column, t in types.items()}
+    done = 0
+    for batch in file.iter_batches(batch_size=1 << 20, columns=list(wanted)):
+        if any(batch.column(c).null_count for c in wanted):
+            return None
+        for column in wanted:
+            arrays[column][done : done + batch.num_rows] = batch.column(column).to_numpy()
+        done += batch.num_rows
+    return pd.DataFrame({wanted[c]: arrays[c] for c in wanted}, copy=False)
+
+
+def _is_int64_compatible(dtype: Any) -> bool:
+    """A numpy integer dtype whose values all fit int64 (never a nullable extension type)."""
+    return isinstance(dtype, np.dtype) and (dtype.kind == "i" or (dtype.kind == "u" and dtype.itemsize <= 4))
+
+
+def _is_plain_integer(kind: pa.DataType) -> bool:
+    """Signed integers, or unsigned ones that always fit int64."""
+    return pa.types.is_signed_integer(kind) or kind in (pa.uint8(), pa.uint16(), pa.uint32())
+
+
 def _convert(raw: pd.DataFrame, path: Path, max_bad: float, report: dict) -> pd.DataFrame:
     """Typed ids and timestamps; unparsable rows are skipped and counted (or an error)."""
+    if len(raw) and all(_is_int64_compatible(t) for t in raw.dtypes):
+        return raw  # integers (e.g. a Parquet file's columns) have nothing to parse or skip
     out = pd.DataFrame(index=raw.index)
     bad = np.zeros(len(raw), dtype=bool)
     reasons: dict[str, int] = {}
