@@ -7,7 +7,9 @@ Histories use ``-1`` for padding and :data:`MASK` (``-2``) for the mask token (t
 training collate writes ``-2`` at masked positions). The item table has two extra rows:
 ``num_items`` (padding, all zero) and ``num_items + 1`` ([MASK]); with an item encoder
 [MASK] is a learned vector instead. Output scores are the dot product with the same item
-vectors plus an optional per-item bias.
+vectors plus an optional per-item bias. ``sparse_embeddings=True`` (row-wise table
+gradients, recmodels/item_table.py) needs ``output_bias=False``: the bias vector would be
+updated whole every step.
 """
 from __future__ import annotations
 
@@ -44,11 +46,13 @@ class BERT4Rec(TransformerRecommender):
         ffn_mult: int = 4,
         item_features: FeatureTensors | None = None,
         fusion: str = "sum",
+        sparse_embeddings: bool = False,
     ) -> None:
         super().__init__(
             num_items, hidden, num_blocks, num_heads, max_len, dropout, pre_ln, item_encoder,
             scale_embeddings, attn_dropout, item_features, fusion,
             causal=False, ffn_mult=ffn_mult, activation="gelu", output_bias=output_bias, tied_output=True,
+            sparse_embeddings=sparse_embeddings,
         )
         if self.mask_emb is not None:
             nn.init.normal_(self.mask_emb, std=0.02)

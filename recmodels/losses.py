@@ -6,12 +6,15 @@ Every loss is called as ``loss(hidden, targets, items, bias=None)`` where
   see :func:`select_targets`);
 - ``targets`` [N]: item ids in ``0..num_items-1``;
 - ``items``: the model's output item table [num_items, d] or a callable mapping item ids
-  [...] to vectors [..., d] (models with an item encoder);
+  [...] to vectors [..., d] (models with an item encoder or sparse embeddings);
 - ``bias``: optional per-item output bias [num_items] (BERT4Rec).
 
 Only the full cross-entropy forms an [N, num_items] score matrix; sampled losses score
 the sampled items only (for per-position negatives, :func:`_row_scores` picks the
 cheaper of "gather vectors" and "score all then gather", never more than [N, num_items]).
+A model with ``sparse_embeddings`` passes ``items`` as a lookup through its
+``nn.Embedding(sparse=True)``, so the sampled losses' table gradient holds only the rows
+they read; the full cross-entropy needs every row and refuses such a model.
 """
 from __future__ import annotations
 
@@ -294,7 +297,11 @@ class SampledSoftmax(SequenceLoss):
             q = weights / weights.sum()
         else:
             raise ValueError(f"unknown proposal {proposal!r}; valid: ['uniform', 'popularity']")
-        self.register_buffer("proposal_probs", q.float(), persistent=False)
+        # Built once: drawing by binary search in the CDF costs O(M log num_items) per step,
+        # where torch.multinomial would walk all num_items probabilities every step.
+        cdf = q.cumsum(0)
+        cdf[-1] = 1.0  # rounding must not leave a gap above the last item
+        self.register_buffer("proposal_cdf", cdf, persistent=False)
         self.register_buffer("log_q", q.log().float(), persistent=False)
 
     def sample_negatives(self, device: torch.device) -> Tensor:
@@ -303,13 +310,17 @@ class SampledSoftmax(SequenceLoss):
             return torch.randint(
                 self.num_items, (self.num_negatives,), device=device, generator=self.generator
             )
-        probs = self.proposal_probs.to(device)
-        return torch.multinomial(probs, self.num_negatives, replacement=True, generator=self.generator)
+        cdf = self.proposal_cdf.to(device)
+        uniform = torch.rand(self.num_negatives, device=device, dtype=torch.float64, generator=self.generator)
+        # First item whose cumulative probability exceeds u: item i with probability q_i.
+        return torch.searchsorted(cdf, uniform, right=True).clamp_(max=self.num_items - 1)
 
     def forward(self, hidden, targets, items, bias=None):
         negatives = self.sample_negatives(hidden.device)
-        neg_scores = hidden @ _embed(items, negatives).T  # [N, M]
-        pos_scores = (hidden * _embed(items, targets)).sum(1, keepdim=True)  # [N, 1]
+        # One lookup of positives and negatives: with a sparse table, one row-wise gradient.
+        vectors = _embed(items, torch.cat([targets, negatives]))
+        neg_scores = hidden @ vectors[targets.shape[0] :].T  # [N, M]
+        pos_scores = (hidden * vectors[: targets.shape[0]]).sum(1, keepdim=True)  # [N, 1]
         if bias is not None:
             neg_scores = neg_scores + bias[negatives]
             pos_scores = pos_scores + bias[targets, None]
@@ -383,6 +394,12 @@ def make_loss(name: str, num_items: int, **kwargs) -> SequenceLoss:
 
 def sequence_loss(model: nn.Module, batch: dict[str, Tensor], loss: SequenceLoss) -> Tensor:
     """One training loss for SASRec/BERT4Rec on a collated batch ("history", "targets")."""
+    if isinstance(loss, FullCrossEntropy) and getattr(model, "sparse_embeddings", False):
+        raise ValueError(
+            "loss 'ce' scores every item at every step, so its table gradient is whole-catalogue "
+            "and sparse_embeddings=true would only make it slower; use a sampled loss "
+            "(model.task.loss.name=sampled_softmax, bce or gbce) or model.net.sparse_embeddings=false"
+        )
     hidden, targets = select_targets(model(batch["history"]), batch["targets"])
     return loss(hidden, targets, model.output_items(), getattr(model, "output_bias", None))
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from recmodels.base import Context, PairwiseRecommender
+from recmodels.base import Context, DotProductScores, ItemScores, PairwiseRecommender
 from recmodels.growth import RowMap, check_growth, grown_embedding, prefixed
 
 
@@ -82,6 +82,11 @@ class GMF(_IdTables):
     def score_all(self, context: Context) -> Tensor:
         folded = self.user_emb(context["user"]) * self.out.weight  # [B, d]
         return folded @ self.item_emb.weight.T + self.out.bias
+
+    def item_scores(self, context: Context) -> ItemScores:
+        """The dot product of :meth:`score_all`, an item range at a time."""
+        folded = self.user_emb(context["user"]) * self.out.weight
+        return DotProductScores(folded, self.item_emb.weight, self.out.bias)
 
 
 class MLPTower(nn.Module):

@@ -6,7 +6,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from recmodels.base import Context, Recommender
+from recmodels.base import Context, ItemScores, Recommender
 
 
 class MostPopular(Recommender):
@@ -37,3 +37,19 @@ class MostPopular(Recommender):
 
     def score_candidates(self, context: Context, candidates: Tensor) -> Tensor:
         return self.counts[candidates]
+
+    def item_scores(self, context: Context) -> ItemScores:
+        return _CountScores(self.counts, self._batch_size(context))
+
+
+class _CountScores(ItemScores):
+    """The same count row for every context, copied per range (callers mask in place)."""
+
+    def __init__(self, counts: Tensor, batch: int) -> None:
+        self.counts, self.batch = counts, batch
+
+    def range(self, start: int, stop: int) -> Tensor:
+        return self.counts[start:stop].float().repeat(self.batch, 1)
+
+    def at(self, items: Tensor) -> Tensor:
+        return self.counts[items].float()

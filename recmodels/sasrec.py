@@ -5,6 +5,9 @@ Position ``t`` of the output summarises items ``0..t`` and is trained to predict
 table with an extra all-zero padding row at index ``num_items``), or come from an
 :class:`~recmodels.item_encoder.ItemEncoder` when side features are used;
 ``tied_output=False`` scores against a separate output table instead (gSASRec's setting).
+``sparse_embeddings=True`` makes the item table(s) produce row-wise (sparse) gradients for
+catalogues too large to update whole every step (recmodels/item_table.py; train with a
+sampled loss and ``train.training.optimizers.RowwiseAdam``).
 
 Differences from the original code, on purpose: pre-LN blocks by default (``pre_ln``),
 queries/keys/values all read the normalised input, and attention-weight dropout is a
@@ -36,9 +39,11 @@ class SASRec(TransformerRecommender):
         item_features: FeatureTensors | None = None,
         fusion: str = "sum",
         tied_output: bool = True,
+        sparse_embeddings: bool = False,
     ) -> None:
         super().__init__(
             num_items, hidden, num_blocks, num_heads, max_len, dropout, pre_ln, item_encoder,
             scale_embeddings, attn_dropout, item_features, fusion,
             causal=True, ffn_mult=1, activation="relu", output_bias=False, tied_output=tied_output,
+            sparse_embeddings=sparse_embeddings,
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -234,21 +235,7 @@ class TransformerEncoder(nn.Module):
         x = item_embeddings + positions
         if not self.pre_ln:
             x = self.norm(x)
-        x = self.drop(x)
-        if x.device.type != "cpu":
-            return self._encode(x, valid)
-        groups = length_groups(valid, x.shape[2], self.max_groups)
-        outputs, rows_in_order = [], []
-        for rows, span in groups:
-            xs, vs = x[:, length - span :], valid[:, length - span :]
-            if rows is not None:
-                # index_select: its backward (index_add) is much cheaper than index_put's.
-                xs, vs = xs.index_select(0, rows), vs.index_select(0, rows)
-                rows_in_order.append(rows)
-            outputs.append(F.pad(self._encode(xs, vs), (0, 0, length - span, 0)))
-        if len(outputs) == 1:
-            return outputs[0]
-        return torch.cat(outputs).index_select(0, torch.cat(rows_in_order).argsort())
+        return encode_by_length(self._encode, self.drop(x), valid, self.max_groups)
 
     def _encode(self, x: Tensor, valid: Tensor) -> Tensor:
         mask, is_causal = self.attention_mask(valid)
@@ -257,6 +244,32 @@ class TransformerEncoder(nn.Module):
         if self.pre_ln:
             x = self.norm(x)
         return x.masked_fill(~valid[..., None], 0.0)
+
+
+def encode_by_length(
+    encode: Callable[[Tensor, Tensor], Tensor], x: Tensor, valid: Tensor, max_groups: int
+) -> Tensor:
+    """``encode(x, valid)`` run per group of rows of similar length, each group trimmed
+    of its left padding (:func:`length_groups`); outputs padded back, in the input order.
+
+    Exact for any ``encode`` whose real rows never read padded positions and whose
+    positions are right-aligned. On accelerators the batch runs whole: grouping there
+    would cost host syncs for little gain.
+    """
+    if x.device.type != "cpu":
+        return encode(x, valid)
+    length = x.shape[1]
+    outputs, rows_in_order = [], []
+    for rows, span in length_groups(valid, x.shape[2], max_groups):
+        xs, vs = x[:, length - span :], valid[:, length - span :]
+        if rows is not None:
+            # index_select: its backward (index_add) is much cheaper than index_put's.
+            xs, vs = xs.index_select(0, rows), vs.index_select(0, rows)
+            rows_in_order.append(rows)
+        outputs.append(F.pad(encode(xs, vs), (0, 0, length - span, 0)))
+    if len(outputs) == 1:
+        return outputs[0]
+    return torch.cat(outputs).index_select(0, torch.cat(rows_in_order).argsort())
 
 
 def length_groups(

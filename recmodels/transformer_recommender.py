@@ -22,7 +22,7 @@ from recmodels.growth import (
     RowMap, check_growth, fresh_normal, grown_embedding, grown_parameter, old_row_positions, refuse_encoder,
 )
 from recmodels.item_encoder import ItemEncoder
-from recmodels.item_table import SharedItemTable
+from recmodels.item_table import SharedItemTable, check_sparse_embeddings
 from recmodels.transformer import TransformerEncoder, embedding_scale, init_weights
 
 
@@ -52,24 +52,30 @@ class TransformerRecommender(SharedItemTable, Recommender):
         activation: str,
         output_bias: bool,
         tied_output: bool,
+        encoder: nn.Module | None = None,
+        sparse_embeddings: bool = False,
     ) -> None:
         super().__init__()
         self.num_items = num_items
         self.hidden = hidden
         self.max_len = max_len
         self.scale = embedding_scale(hidden, scale_embeddings)
+        self.sparse_embeddings = check_sparse_embeddings(sparse_embeddings, item_encoder, item_features, output_bias)
         item_encoder = _resolve_encoder(item_encoder, item_features, num_items, hidden, fusion)
         if item_encoder is not None:
             self.item_encoder: ItemEncoder | None = item_encoder
             self.item_emb = None
         else:
             self.item_encoder = None
-            self.item_emb = nn.Embedding(num_items + self.num_special, hidden, padding_idx=num_items)
+            self.item_emb = nn.Embedding(
+                num_items + self.num_special, hidden, padding_idx=num_items, sparse=sparse_embeddings
+            )
         self._add_special_vectors()
         self.output_bias = nn.Parameter(torch.zeros(num_items)) if output_bias else None
         # Separate output vectors, one row per real item (no padding row to score).
-        self.output_emb = None if tied_output else nn.Embedding(num_items, hidden)
-        self.encoder = TransformerEncoder(
+        self.output_emb = None if tied_output else nn.Embedding(num_items, hidden, sparse=sparse_embeddings)
+        # ``encoder``: another sequence encoder with the same call (embeddings, valid -> hidden).
+        self.encoder = encoder if encoder is not None else TransformerEncoder(
             hidden, num_blocks, num_heads, max_len, dropout, attn_dropout, pre_ln,
             causal=causal, ffn_mult=ffn_mult, activation=activation,
         )

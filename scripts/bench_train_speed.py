@@ -3,11 +3,13 @@
 Each configuration runs as its own process for a few epochs (no validation during
 fit) with train.training.timing.EpochTimer; the first epoch (warm-up) is left out of the median.
 
-    python scripts/bench_train_speed.py --data PATH/ml-1m.txt            # SASRec CE/BCE, BERT4Rec
+    python scripts/bench_train_speed.py --data PATH/ml-1m.txt            # every configuration
     python scripts/bench_train_speed.py --data FILE --epochs 4 -- num_threads=2 trainer.precision=bf16-mixed
+    python scripts/bench_train_speed.py --data PATH/ml-1m.txt --only "sampled softmax"   # HSTU vs SASRec
 
 Settings follow the usual comparison: max_len 200, d=50, 2 blocks, 1 head, batch 128,
-one pass over the users per epoch.
+one pass over the users per epoch. HSTU and SASRec are also timed with the same loss
+(sampled softmax, 128 negatives), and their epoch-time ratio is printed.
 """
 from __future__ import annotations
 
@@ -27,7 +29,12 @@ CONFIGS = {
     "SASRec, full CE": ["model=sasrec", "model.task.loss.name=ce", *COMMON],
     "SASRec, BCE (1 negative)": ["model=sasrec", "model.task.loss.name=bce", *COMMON],
     "BERT4Rec, full CE": ["model=bert4rec", "model.task.loss.name=ce", *COMMON],
+    "SASRec, sampled softmax (128 negatives)": [
+        "model=sasrec", "model.task.loss.name=sampled_softmax", "+model.task.loss.num_negatives=128", *COMMON],
+    "HSTU, sampled softmax (128 negatives)": [
+        "model=hstu", "model.task.loss.name=sampled_softmax", "model.task.loss.num_negatives=128", *COMMON],
 }
+RATIO = ("HSTU, sampled softmax (128 negatives)", "SASRec, sampled softmax (128 negatives)")
 
 
 def run(name: str, overrides: list[str], data: str, epochs: int, extra: list[str], out: Path) -> dict:
@@ -54,6 +61,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="sequence file, e.g. the SASRec ml-1m.txt")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--only", action="append", default=None, metavar="TEXT",
+                        help="run the configurations whose name contains TEXT (case-insensitive; repeatable)")
     args, extra = parser.parse_known_args()
     extra = [e for e in extra if e != "--"]
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_speed_"))
@@ -61,9 +70,24 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}, overrides: {' '.join(extra) or '(none)'}")
     print("| model, loss | s/epoch (median) | sequences/s | peak RSS MB | epochs |")
     print("|---|---|---|---|---|")
-    for name, overrides in CONFIGS.items():
-        r = run(name, overrides, data, args.epochs, extra, out)
+    chosen = selected(args.only)
+    results = {}
+    for name in chosen:
+        r = results[name] = run(name, CONFIGS[name], data, args.epochs, extra, out)
         print(f"| {name} | {r['epoch_s']:.1f} | {r['seq_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['epochs']} |", flush=True)
+    if all(name in results for name in RATIO):
+        ratio = results[RATIO[0]]["epoch_s"] / results[RATIO[1]]["epoch_s"]
+        print(f"\nHSTU / SASRec epoch time (same loss, same run): {ratio:.2f}x")
+
+
+def selected(only: list[str] | None) -> list[str]:
+    """Configuration names matching any of ``only`` (all when None); none matching is an error."""
+    if not only:
+        return list(CONFIGS)
+    names = [n for n in CONFIGS if any(text.lower() in n.lower() for text in only)]
+    if not names:
+        raise SystemExit(f"--only {only} matches no configuration; names: {list(CONFIGS)}")
+    return names
 
 
 if __name__ == "__main__":

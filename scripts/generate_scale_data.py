@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data_modules.scale_generator import CHUNK_ROWS, FORMATS, PRESETS, preset, write  # noqa: E402
+from data_modules.scale_generator import CHUNK_ROWS, FORMATS, PRESETS, preset, write
 
 
 def count(text: str) -> int:

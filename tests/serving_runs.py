@@ -20,6 +20,8 @@ SMALL_NETS = {
     "pop": [],
     "sasrec": ["model.net.hidden=16", "model.net.num_blocks=1", "model.net.num_heads=2", "model.net.max_len=10"],
     "bert4rec": ["model.net.hidden=16", "model.net.num_blocks=1", "model.net.num_heads=2", "model.net.max_len=10"],
+    "hstu": ["model.net.hidden=16", "model.net.num_blocks=1", "model.net.num_heads=2", "model.net.max_len=10",
+             "model.task.loss.num_negatives=16"],
 }
 
 

@@ -15,7 +15,7 @@ from train.serving.export import ExportError, export_onnx, export_torch, run_exp
 from train.serving import load_recommender
 
 ATOL = 1e-4
-SEQUENCE_MODELS = ("sasrec", "bert4rec")
+SEQUENCE_MODELS = ("sasrec", "bert4rec", "hstu")
 
 
 @pytest.fixture(scope="module")

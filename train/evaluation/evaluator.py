@@ -2,7 +2,9 @@
 
 Protocols:
 - ``full``: score the whole catalogue, remove the items of the context history
-  (except the target itself) and rank the target among everything left.
+  (except the target itself) and rank the target among everything left. Scores are
+  read ``chunk_items`` items at a time (:mod:`train.evaluation.chunked_ranking`), so
+  memory stays bounded for any catalogue size and the result is the same.
 - ``sampled``: rank the target among ``N`` negatives per row (``uniform`` or
   ``popularity`` samples, fixed once per split by ``seed``, or ``given`` lists).
 
@@ -12,6 +14,7 @@ train + val). Ranks are pessimistic (see :func:`pessimistic_rank`).
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +26,7 @@ from data_modules.eval_spec import PROTOCOLS, EvalSpec, parse_split
 from data_modules.interactions import InteractionData
 from recmodels.base import Recommender
 from recmodels.modes import eval_mode
+from train.evaluation.chunked_ranking import mask_known, rank_items
 from train.evaluation.metrics import (
     DEFAULT_METRICS,
     RankingMetrics,
@@ -42,7 +46,9 @@ class Evaluator:
     validation and test; the evaluator keeps the cutoffs, the metrics and the scoring.
     ``num_negatives`` is the number of sampled negatives; with ``sampler="given"``
     the width of the given lists is used instead. Coverage needs whole-catalogue
-    top-k lists, so the sampled protocol leaves it out.
+    top-k lists, so the sampled protocol leaves it out. ``chunk_items`` is the number of
+    items scored per step in the full protocol (None: sized so a step's [batch, chunk]
+    scores stay within 8 MiB; a larger value trades memory for fewer steps).
     """
 
     def __init__(
@@ -57,8 +63,10 @@ class Evaluator:
         metrics: Sequence[str] = DEFAULT_METRICS,
         num_workers: int = 0,
         val_sampler: str | None = None,
+        chunk_items: int | None = None,
     ) -> None:
         self.ks = check_ks(ks)
+        self.chunk_items = _check_chunk_items(chunk_items)
         self.spec = EvalSpec(
             protocol, num_negatives, sampler, seed, batch_size, max_history, num_workers, val_sampler,
             max_k=max(self.ks),
@@ -113,10 +121,7 @@ class Evaluator:
 
     @torch.no_grad()
     def update(self, metric: RankingMetrics, model: Recommender, batch: dict[str, Tensor]) -> None:
-        """Score one batch and add its ranks to ``metric``.
-
-        ``model.score_all`` must return a fresh tensor: known items are masked in place.
-        """
+        """Score one batch and add its ranks to ``metric``."""
         context = {"user": batch["user"], "history": batch["history"]}
         if self.protocol == "sampled":
             cands = batch["candidates"]
@@ -129,23 +134,31 @@ class Evaluator:
             target_col = torch.zeros(len(cands), dtype=torch.long, device=scores.device)
             metric.update(pessimistic_rank(scores, target_col), None)
             return
-        # contiguous() copies broadcast views (e.g. one popularity row for all users),
-        # which would otherwise share memory between users when masked in place.
-        scores = model.score_all(context).float().contiguous()
-        _check_shape(scores, (len(batch["target"]), metric.num_items), "score_all")
-        mask_known(scores, batch["mask_rows"], batch["mask_items"])
-        ranks = pessimistic_rank(scores, batch["target"])
-        topk_items = None
-        if "coverage" in metric.metrics:
-            values, topk_items = torch.topk(scores, metric.max_k, dim=1)
-            topk_items = topk_items.masked_fill(values == float("-inf"), -1)
-        metric.update(ranks, topk_items)
+        coverage = "coverage" in metric.metrics
+        ranking = rank_items(
+            model.item_scores(context),
+            metric.num_items,
+            batch=len(batch["target"]),
+            k=metric.max_k if coverage else 0,  # top-k lists only feed coverage
+            exclude=(batch["mask_rows"], batch["mask_items"]),
+            targets=batch["target"],
+            chunk_items=self.chunk_items,
+        )
+        metric.update(ranking.ranks, ranking.items if coverage else None)
 
 
-def mask_known(scores: Tensor, rows: Tensor, items: Tensor) -> None:
-    """Set scores[rows, items] = -inf in place (a flat index_fill_ is ~10x faster than
-    a 2-D index_put_ on CPU)."""
-    scores.view(-1).index_fill_(0, rows * scores.shape[1] + items, float("-inf"))
+def _check_chunk_items(chunk_items: object) -> int | None:
+    if chunk_items is None:
+        return None
+    try:
+        value = None if isinstance(chunk_items, bool) else operator.index(chunk_items)
+    except TypeError:
+        value = None
+    if value is None or value < 1:
+        raise ValueError(
+            f"eval.chunk_items must be a positive whole number of items or null (automatic), got {chunk_items!r}"
+        )
+    return value
 
 
 def _check_shape(scores: Tensor, expected: Sequence[int], method: str) -> None:

@@ -1,10 +1,13 @@
-"""Top-K over the whole catalogue with known items removed: the one ranking step.
+"""Top-K over the whole catalogue with known items removed, for serving and batch output.
 
-Scores come only from :meth:`Recommender.score_all`; excluded (user, item) pairs are
-gathered from the user's history with the evaluator's ``csr_gather`` and set to
-``-inf`` with the evaluator's own masking routine, so inference and the
-full-ranking protocol remove known items identically. Rows with fewer than ``k`` items
-left return ``-1`` ids (and ``-inf`` scores) in the trailing slots.
+Ranking is the evaluator's own (:mod:`train.evaluation.chunked_ranking`): scores come
+from :meth:`Recommender.item_scores` a chunk of items at a time, excluded (user, item)
+pairs are gathered from the user's history with the evaluator's ``csr_gather`` and set
+to ``-inf`` with the evaluator's masking routine, and the running top-K orders equal
+scores by the lower item id. Inference and the full-ranking protocol therefore remove
+known items and break ties identically, and memory stays one [B, chunk] block at any
+catalogue size. Rows with fewer than ``k`` items left return ``-1`` ids (and ``-inf``
+scores) in the trailing slots.
 """
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ from torch import Tensor
 from data_modules.eval_rows import csr_gather
 from data_modules.interactions import Histories
 from recmodels.base import Context, Recommender
-from train.evaluation.evaluator import mask_known
+from train.evaluation.chunked_ranking import NO_ITEM, mask_known, rank_items, top_k
 
-NO_ITEM = -1
+__all__ = ["NO_ITEM", "known_pairs", "mask_pairs_", "recommend", "top_k"]
 
 
 def mask_pairs_(scores: Tensor, rows: Tensor, items: Tensor) -> Tensor:
@@ -34,61 +37,18 @@ def known_pairs(known: Histories, users: np.ndarray) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(rows), torch.from_numpy(items)
 
 
-def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(items [B,k], scores [B,k]) best first; masked slots get item ``-1``.
-
-    Equal scores are ordered by the lower item id, also at the cut-off, so results are
-    reproducible and equal a stable descending sort. ``torch.topk`` alone does not
-    promise that, and a full sort is ~50x slower, so only rows whose k-th and
-    (k+1)-th scores tie take the exact path.
-    """
-    num_items = scores.shape[1]
-    k = min(int(k), num_items)
-    values, items = scores.topk(min(k + 1, num_items), dim=1)
-    if k < num_items:
-        boundary = (values[:, k - 1] == values[:, k]) & (values[:, k - 1] > float("-inf"))
-        values, items = values[:, :k].clone(), items[:, :k].clone()
-        rows = boundary.nonzero().squeeze(1)
-        if rows.numel():
-            items[rows], values[rows] = _exact_top_k(scores[rows], k)
-    items, values = _order_by_score_then_id(items, values)
-    return items.masked_fill(values == float("-inf"), NO_ITEM), values
-
-
-def _exact_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k where ties at the cut-off go to the lowest ids (few rows only)."""
-    kth = scores.topk(k, dim=1).values[:, -1:]
-    above = scores > kth
-    tied = scores == kth
-    need = k - above.sum(1, keepdim=True)
-    chosen = above | (tied & (tied.cumsum(1) <= need))
-    items = chosen.nonzero()[:, 1].view(len(scores), k)
-    return items, scores.gather(1, items)
-
-
-def _order_by_score_then_id(items: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-    by_id = items.argsort(dim=1)
-    items, values = items.gather(1, by_id), values.gather(1, by_id)
-    by_score = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return items.gather(1, by_score), values.gather(1, by_score)
-
-
 @torch.inference_mode()
 def recommend(
     model: Recommender,
     context: Context,
     k: int,
     exclude: tuple[Tensor, Tensor] | None = None,
+    chunk_items: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Top-``k`` items and scores for a batch of contexts, ``exclude`` pairs removed."""
-    raw = model.score_all(context)
-    # Masking writes in place: never into a view the model may share (an expanded row,
-    # a parameter), so take a private float32 copy.
-    scores = (raw.float() if raw.dtype != torch.float32 else raw.clone()).contiguous()
-    if scores.dim() != 2 or scores.shape[1] != model.num_items:
-        raise ValueError(f"score_all returned shape {tuple(scores.shape)}, expected [B, {model.num_items}]")
-    if torch.isnan(scores).any():
-        raise ValueError("the model produced NaN scores; check the weights (was training diverging?)")
-    if exclude is not None:
-        mask_pairs_(scores, *exclude)
-    return top_k(scores, k)
+    """Top-``k`` items and scores for a batch of contexts, ``exclude`` pairs removed.
+
+    ``chunk_items`` items are scored per step (None: sized by the batch, see
+    :func:`~train.evaluation.chunked_ranking.chunk_width`)."""
+    batch = len(next(iter(context.values())))
+    ranking = rank_items(model.item_scores(context), model.num_items, batch, k, exclude, chunk_items=chunk_items)
+    return ranking.items, ranking.values

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
@@ -71,6 +72,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_preprocess(cfg)
     _check_monitor(cfg)
     _check_weight_averaging(cfg)
+    _check_sparse_embeddings(cfg)
     _check_ckpt_path(cfg.get("ckpt_path"))
     check_deepspeed_installed(cfg)
 
@@ -94,6 +96,147 @@ def _check_weight_averaging(cfg: DictConfig) -> None:
             "callbacks=averaged does not work with DeepSpeed strategies (the average is a whole, "
             "unpartitioned copy of the model); use callbacks=default, or trainer=ddp for averaging"
         )
+
+
+# --- sparse embeddings and memory ------------------------------------------------------
+
+ROWWISE_OPTIMIZER = "train.training.optimizers.RowwiseAdam"
+
+
+def _strategy_target(cfg: DictConfig) -> str:
+    strategy = cfg.trainer.get("strategy")
+    return strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+
+
+def _check_sparse_embeddings(cfg: DictConfig) -> None:
+    """Row-wise table gradients need a sampled loss, a row-wise optimiser, a strategy that
+    all-reduces sparse tensors (DDP does, over gloo; DeepSpeed's ZeRO stages have
+    no sparse path and would leave them unreduced) and no norm clipping (torch's
+    ``clip_grad_norm_`` takes dense gradients only)."""
+    if _value(cfg, "model.net.sparse_embeddings") is not True:
+        return
+    where = "model.net.sparse_embeddings=true"
+    if _value(cfg, "model.task.loss.name") == "ce":
+        raise ConfigError(
+            f"{where} with model.task.loss.name=ce: the full softmax scores every item, so the table "
+            "gradient is whole-catalogue anyway; use model.task.loss.name=sampled_softmax (or bce, gbce), "
+            "or model.net.sparse_embeddings=false"
+        )
+    optimizer = _value(cfg, "model.task.optimizer._target_")
+    if optimizer != ROWWISE_OPTIMIZER:
+        raise ConfigError(
+            f"{where} gives the item table sparse gradients, which {optimizer} cannot apply row by row; "
+            f"set model.task.optimizer._target_={ROWWISE_OPTIMIZER}"
+        )
+    if "deepspeed" in _strategy_target(cfg).lower():
+        raise ConfigError(
+            f"{where} needs trainer=ddp (or default): DDP all-reduces the sparse table gradients, "
+            "while DeepSpeed's ZeRO stages reduce dense gradients only. With DeepSpeed, keep "
+            "sparse_embeddings=false: ZeRO-3 partitions the table, its gradient and Adam state instead"
+        )
+    clip = _value(cfg, "trainer.gradient_clip_val")
+    if _is_number(clip) and clip > 0:
+        raise ConfigError(
+            f"{where} with trainer.gradient_clip_val={clip}: norm clipping needs dense gradients; "
+            "set trainer.gradient_clip_val=null"
+        )
+
+
+def training_memory_bytes(
+    table_rows: int,
+    hidden: int,
+    *,
+    num_items: int,
+    loss: str,
+    score_rows: int,
+    num_negatives: int = 0,
+    sparse: bool = False,
+    touched_rows: int = 0,
+    zero_stage: int = 0,
+    ranks: int = 1,
+) -> dict[str, int]:
+    """Bytes one rank holds for the item table(s) and the loss's largest score block (fp32).
+
+    ``table_rows`` x ``hidden`` weights (4 B each; / ranks under ZeRO-3), their gradient (4 B;
+    only ``touched_rows`` rows when ``sparse``; / ranks under ZeRO-2/3), Adam's two moments
+    (8 B; / ranks under ZeRO-1/2/3) and ``score_rows`` rows of scores with their softmax and
+    gradient (3 x 4 B) against ``num_items`` (``ce``) or ``num_negatives + 1`` items. The
+    transformer's few weights and the activations are left out: the table dominates.
+    """
+    params = table_rows * hidden
+    scored = num_items if loss == "ce" else num_negatives + 1
+    return {
+        "table weights": 4 * params // (ranks if zero_stage >= 3 else 1),
+        "table gradient": 4 * (min(touched_rows, table_rows) * hidden if sparse else params)
+        // (ranks if zero_stage >= 2 and not sparse else 1),
+        "Adam moments": 8 * params // (ranks if zero_stage >= 1 else 1),
+        "loss scores": 12 * score_rows * scored,
+    }
+
+
+def available_memory(accelerator: str) -> int:
+    """Free bytes on the device training will use: GPU memory, or RAM available on CPU."""
+    import torch
+
+    if accelerator == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory_fit(cfg: DictConfig, num_items: int, available: int | None = None) -> None:
+    """Stop before building a sequence model whose item table or loss cannot fit.
+
+    Nothing is switched for the user: the message names the loss, the sparse option or the
+    strategy that would make the run fit.
+    """
+    net, task = _value(cfg, "model.net"), _value(cfg, "model.task")
+    hidden, loss = _value(cfg, "model.net.hidden"), _value(cfg, "model.task.loss.name")
+    if not isinstance(net, DictConfig) or not isinstance(task, DictConfig) or not _is_int(hidden) or not loss:
+        return  # not a sequence model with a configured loss
+    num_items = _value(cfg, "model.net.num_items") or num_items
+    from train.training.strategies import resolve_accelerator
+
+    accelerator = resolve_accelerator(str(_value(cfg, "trainer.accelerator") or "auto"))
+    batch = _value(cfg, "model.datamodule.batch_size") or 1
+    positions = batch * (_value(cfg, "model.net.max_len") or 1)
+    chunk = _value(cfg, "model.task.loss.chunk_rows")
+    streamed = accelerator == "cpu" if chunk in (None, "auto") else bool(chunk)
+    score_rows = (128 if chunk in (None, "auto") else chunk) if streamed and loss == "ce" else positions
+    separate_output = _value(cfg, "model.net.tied_output") is False
+    stage = _value(cfg, "trainer.strategy.config.zero_optimization.stage")
+    estimate = training_memory_bytes(
+        num_items * (2 if separate_output else 1) + 2,
+        hidden,
+        num_items=num_items,
+        loss=str(loss),
+        score_rows=min(score_rows, positions),
+        num_negatives=int(_value(cfg, "model.task.loss.num_negatives") or 0),
+        sparse=_value(cfg, "model.net.sparse_embeddings") is True,
+        touched_rows=2 * positions + int(_value(cfg, "model.task.loss.num_negatives") or 0),
+        zero_stage=stage if _is_int(stage) and "deepspeed" in _strategy_target(cfg).lower() else 0,
+        ranks=max(int(os.environ.get("WORLD_SIZE", "1")), 1),
+    )
+    available = available_memory(accelerator) if available is None else available
+    needed = sum(estimate.values())
+    if needed <= available:
+        return
+    parts = ", ".join(f"{name} {size / 2**30:.1f} GiB" for name, size in estimate.items())
+    largest = max(estimate, key=estimate.get)
+    fixes = ["model.net.sparse_embeddings=true with train.training.optimizers.RowwiseAdam (no whole-table "
+             "gradient)", "trainer=deepspeed_zero3 over more ranks (table, gradient and Adam state partitioned)"]
+    if loss == "ce":
+        fixes.insert(0, "model.task.loss.name=sampled_softmax (scores sampled items, not the catalogue)")
+    raise ConfigError(
+        f"{num_items:,} items x hidden={hidden} with loss={loss} needs about {needed / 2**30:.1f} GiB on "
+        f"{accelerator} ({parts}; largest: {largest}), but {available / 2**30:.1f} GiB are free. "
+        f"Use {'; or '.join(fixes)}"
+    )
 
 
 # --- monitor --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from train.runs.artifacts import save_run_artifacts
 from train.building import build_with_data, instantiate_with
+from train.training.config_checks import check_memory_fit
 from train.training.console import console_callbacks, count_parameters, quiet_loggers, quiet_third_party
 from train.training.atomic_checkpoints import atomic_checkpoints
 from train.training.checkpoint_checksums import checksum_checkpoints
@@ -52,6 +53,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     data = hydra.utils.instantiate(cfg.data)
     data = align_with_previous_run(data, cfg.get("init_from"))  # old raw ids keep their rows
+    check_memory_fit(cfg, data.num_items)  # the item table and loss fit, or an error naming the fix
     log.info(data.summary())
     evaluator = hydra.utils.instantiate(cfg.eval)
     model = build_with_data(cfg.model.net, data)
