@@ -8,7 +8,17 @@ each phase's peak RSS is its own:
 - ``load_cold``: the real source reads, preprocesses and caches it (empty cache);
 - ``load_cached``: the same call again, served from the memory-mapped cache;
 - ``batches``: from the cache, build the sequence data module and take ``--steps``
-  training batches.
+  training batches;
+- ``train_dense`` / ``train_sparse``: ``--train-steps`` SASRec training steps (d=64,
+  sampled softmax with ``--negatives`` shared negatives, ``--batch-size`` x
+  ``--max-len``) on those batches, with dense Adam, or with sparse item tables and
+  ``RowwiseAdam`` (train/training/optimizers.py); seconds per step;
+- ``evaluate``: full-ranking evaluation (the Evaluator, seen items masked, chunked over
+  items) of ``--eval-users`` test users with that (untrained) model, and the time
+  projected to every test user;
+- ``topk_all``: top-10 unseen items of ``--eval-users`` users through serving's
+  ``recommend``, projected to every user;
+- ``serve_one``: ``--requests`` single-user top-10 requests: p50/p95 milliseconds.
 
     python scripts/bench_scale.py --interactions 1e6 1e7 3e7 1e8 --items 1e4 1e5 1e6 1e7
     python scripts/bench_scale.py --interactions 1e5 1e6 --items 1e4 --phases load_cold load_cached
@@ -16,8 +26,7 @@ each phase's peak RSS is its own:
 Writes ``results.json``, ``results.md`` (a table) and log-log plots ``seconds.png`` and
 ``peak_rss.png`` to ``--out`` (default docs/results/scale/). Generated files go to
 ``--work`` (default: a folder in the system temp dir) and are reused when present.
-More phases (training steps, full evaluation, top-K for all users, a serving request)
-are one function each: register it in :data:`PHASES`.
+A further phase is one function: register it in :data:`PHASES`.
 """
 from __future__ import annotations
 
@@ -118,11 +127,134 @@ def phase_batches(work: Workspace, args: argparse.Namespace) -> dict[str, Any]:
     return {"build_seconds": round(built, 3), "steps": steps, "examples": len(module.train_set)}
 
 
+def _model(num_items: int, args: argparse.Namespace, sparse: bool = False) -> Any:
+    import torch
+
+    from recmodels.sasrec import SASRec
+
+    torch.manual_seed(args.seed)
+    return SASRec(num_items, hidden=args.hidden, num_blocks=2, num_heads=1, max_len=args.max_len,
+                  dropout=0.2, sparse_embeddings=sparse)
+
+
+def _train_steps(work: Workspace, args: argparse.Namespace, sparse: bool) -> dict[str, Any]:
+    """Seconds per step after two warm-up steps: batches, forward, loss, backward, update."""
+    import torch
+
+    from data_modules.sequence_module import SequenceDataModule
+    from recmodels.losses import SampledSoftmax, sequence_loss
+    from train.training.optimizers import RowwiseAdam
+
+    data = _load(work)
+    model = _model(data.num_items, args, sparse).train()
+    loss = SampledSoftmax(data.num_items, num_negatives=args.negatives)
+    optimizer = (RowwiseAdam if sparse else torch.optim.Adam)(model.parameters(), lr=1e-3)
+    batches = _endless(SequenceDataModule(data, None, batch_size=args.batch_size, max_len=args.max_len))
+    warmup, timed = 2, args.train_steps
+    for step in range(warmup + timed):
+        if step == warmup:
+            start = time.perf_counter()
+        batch = next(batches)
+        loss.generator = torch.Generator().manual_seed(step)
+        optimizer.zero_grad(set_to_none=True)
+        sequence_loss(model, batch, loss).backward()
+        optimizer.step()
+    seconds = (time.perf_counter() - start) / timed
+    return {"s_per_step": round(seconds, 4), "steps": timed, "items_in_model": data.num_items}
+
+
+def _endless(module: Any) -> Any:
+    """Training batches epoch after epoch (small sets have fewer batches than the steps)."""
+    while True:
+        yield from module.train_dataloader()
+
+
+def phase_train_dense(work: Workspace, args: argparse.Namespace) -> dict[str, Any]:
+    return _train_steps(work, args, sparse=False)
+
+
+def phase_train_sparse(work: Workspace, args: argparse.Namespace) -> dict[str, Any]:
+    return _train_steps(work, args, sparse=True)
+
+
+def phase_evaluate(work: Workspace, args: argparse.Namespace) -> dict[str, Any]:
+    """The Evaluator's full ranking over every item for the first ``--eval-users`` test rows."""
+    import numpy as np
+
+    from train.evaluation.evaluator import Evaluator, evaluate
+
+    data = _load(work)
+    model = _model(data.num_items, args)
+    evaluator = Evaluator(protocol="full", ks=(10,), batch_size=args.eval_batch, max_history=args.max_len)
+    total = len(data.targets(2)[0])
+    users = min(args.eval_users, total)
+    start = time.perf_counter()
+    metrics = evaluate(model, data, "test", evaluator, rows=np.arange(users))
+    seconds = time.perf_counter() - start
+    return {"eval_users": users, "s_per_user": round(seconds / users, 5),
+            "projected_all_users_s": round(seconds / users * total, 1), "ndcg@10": round(metrics["ndcg@10"], 5)}
+
+
+def _contexts(data: Any, users: Any, max_len: int) -> tuple[dict, Any]:
+    import torch
+
+    from train.serving.topk import known_pairs
+
+    known = data.histories(0, 1, 2)
+    history = torch.from_numpy(known.padded(users, max_len))
+    return {"history": history}, known_pairs(known, users)
+
+
+def phase_topk_all(work: Workspace, args: argparse.Namespace) -> dict[str, Any]:
+    """Serving's ``recommend`` (top-10 unseen items) for ``--eval-users`` users in batches."""
+    import numpy as np
+
+    from train.serving.topk import recommend
+
+    data = _load(work)
+    model = _model(data.num_items, args).eval()
+    users = np.arange(min(args.eval_users, data.num_users))
+    start = time.perf_counter()
+    for lo in range(0, len(users), args.eval_batch):
+        context, exclude = _contexts(data, users[lo : lo + args.eval_batch], args.max_len)
+        recommend(model, context, 10, exclude)
+    seconds = time.perf_counter() - start
+    return {"eval_users": len(users), "s_per_user": round(seconds / len(users), 5),
+            "projected_all_users_s": round(seconds / len(users) * data.num_users, 1)}
+
+
+def phase_serve_one(work: Workspace, args: argparse.Namespace) -> dict[str, Any]:
+    """Latency of single-user requests (history context, seen items removed), two warm-ups."""
+    import statistics
+
+    import numpy as np
+
+    from train.serving.topk import recommend
+
+    data = _load(work)
+    model = _model(data.num_items, args).eval()
+    rng = np.random.default_rng(args.seed)
+    latencies = []
+    for request in range(args.requests + 2):
+        context, exclude = _contexts(data, rng.integers(data.num_users, size=1), args.max_len)
+        start = time.perf_counter()
+        recommend(model, context, 10, exclude)
+        if request >= 2:
+            latencies.append((time.perf_counter() - start) * 1e3)
+    cuts = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
+    return {"p50_ms": round(statistics.median(latencies), 2), "p95_ms": round(cuts[18], 2), "requests": len(latencies)}
+
+
 PHASES: dict[str, Callable[[Workspace, argparse.Namespace], dict[str, Any]]] = {
     "generate": phase_generate,
     "load_cold": phase_load_cold,
     "load_cached": phase_load_cached,
     "batches": phase_batches,
+    "train_dense": phase_train_dense,
+    "train_sparse": phase_train_sparse,
+    "evaluate": phase_evaluate,
+    "topk_all": phase_topk_all,
+    "serve_one": phase_serve_one,
 }
 # Modules a phase imports before its clock starts (import time is not the phase's).
 PHASE_MODULES = {
@@ -130,6 +262,11 @@ PHASE_MODULES = {
     "load_cold": ["data_modules.sources"],
     "load_cached": ["data_modules.sources"],
     "batches": ["data_modules.sources", "data_modules.sequence_module"],
+    "train_dense": ["data_modules.sources", "data_modules.sequence_module", "recmodels.sasrec", "train.training.optimizers"],
+    "train_sparse": ["data_modules.sources", "data_modules.sequence_module", "recmodels.sasrec", "train.training.optimizers"],
+    "evaluate": ["data_modules.sources", "recmodels.sasrec", "train.evaluation.evaluator"],
+    "topk_all": ["data_modules.sources", "recmodels.sasrec", "train.serving.topk"],
+    "serve_one": ["data_modules.sources", "recmodels.sasrec", "train.serving.topk"],
 }
 
 
@@ -196,7 +333,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phases", nargs="+", choices=sorted(PHASES), default=list(PHASES))
     p.add_argument("--steps", type=int, default=50, help="training batches in the batches phase")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--max-len", type=int, default=200)
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--train-steps", type=int, default=10, help="timed steps of the train_* phases")
+    p.add_argument("--negatives", type=int, default=1024, help="shared sampled-softmax negatives")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--eval-users", type=int, default=2000, help="users of the evaluate/topk_all phases")
+    p.add_argument("--eval-batch", type=int, default=256)
+    p.add_argument("--requests", type=int, default=30, help="single-user requests of serve_one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "scale")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "recflow-scale")

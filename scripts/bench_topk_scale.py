@@ -5,8 +5,12 @@ ranked by the library's chunked path (``train.evaluation.chunked_ranking``, the 
 the evaluator and serving use). Two measurements:
 
 1. Serving: ``--requests`` single-user top-10 requests (100 seen items excluded each):
-   p50/p95 latency, beside the bare ``[1, d] x [d, items]`` product (the memory-bound
-   floor: the table is read once per request).
+   p50/p95 latency of the exact chunked path, beside the bare ``[1, d] x [d, items]``
+   product (the memory-bound floor: the table is read once per request), and of the
+   same requests answered from the int8 index (``train.serving.quantized_index``:
+   screening reads a quarter of the bytes, then exact rescoring), with its build time,
+   size, candidates rescored per request, fallbacks to the exact path, and a check that
+   both paths returned the same items and scores. ``--no-index`` skips the index.
 2. Batch evaluation: ``--users`` users in batches of ``--batch-size``, each with a
    target and ``--seen`` masked items: pessimistic ranks and top-``--k`` lists (for
    coverage) fed to ``RankingMetrics``. Reported beside the matrix-multiply limit of
@@ -34,6 +38,7 @@ from recmodels.base import Context, Recommender
 from train.evaluation import RankingMetrics
 from train.evaluation.chunked_ranking import chunk_width, rank_items
 from train.serving import recommend
+from train.serving.quantized_index import index_for
 
 
 class MatrixFactorisation(Recommender):
@@ -87,23 +92,52 @@ def seen_pairs(rows: int, num_items: int, per_row: int, gen: torch.Generator) ->
     return torch.arange(rows).repeat_interleave(per_row), items
 
 
-def bench_serving(model: MatrixFactorisation, requests: int, k: int, chunk_items: int | None) -> dict[str, float]:
+def bench_serving(
+    model: MatrixFactorisation, requests: int, k: int, chunk_items: int | None, with_index: bool
+) -> dict[str, float]:
+    """Latencies (ms) of the same requests on the exact path, the bare product and, with
+    ``with_index``, the int8 index, interleaved so that all three see the same machine."""
     gen = torch.Generator().manual_seed(1)
     table = model.items
-    latencies, floor = [], []
+    times: dict[str, list[float]] = {"exact": [], "floor": [], "index": []}
+    differ = 0
     for r in range(requests + 2):  # two warm-up requests
         user = torch.randint(0, len(model.users), (1,), generator=gen)
         exclude = seen_pairs(1, model.num_items, 100, gen)
         t0 = time.perf_counter()
-        recommend(model, {"user": user}, k, exclude, chunk_items=chunk_items)
+        exact = recommend(model, {"user": user}, k, exclude, chunk_items=chunk_items, index="exact")
         t1 = time.perf_counter()
         model.users[user] @ table.T
         t2 = time.perf_counter()
+        if with_index:
+            screened = recommend(model, {"user": user}, k, exclude, chunk_items=chunk_items, index="quantized")
+            t3 = time.perf_counter()
+            differ += not (torch.equal(exact[0], screened[0]) and torch.equal(exact[1], screened[1]))
         if r >= 2:
-            latencies.append((t1 - t0) * 1e3)
-            floor.append((t2 - t1) * 1e3)
-    q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
-    return {"p50": statistics.median(latencies), "p95": q[18], "floor_p50": statistics.median(floor)}
+            times["exact"].append((t1 - t0) * 1e3)
+            times["floor"].append((t2 - t1) * 1e3)
+            if with_index:
+                times["index"].append((t3 - t2) * 1e3)
+    result = {"differ": differ}
+    for name, values in times.items():
+        if values:
+            result[f"{name}_p50"], result[f"{name}_p95"] = statistics.median(values), percentile_95(values)
+    return result
+
+
+def percentile_95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18] if len(values) > 1 else values[0]
+
+
+def build_index(model: MatrixFactorisation) -> tuple[float, float]:
+    """(seconds, MB) to build the model's int8 index (the first request would pay it)."""
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        index = index_for(model)
+    seconds = time.perf_counter() - t0
+    if index is None:
+        raise SystemExit("no int8 index on this platform (torch._weight_int8pack_mm is missing); use --no-index")
+    return seconds, index.nbytes / 1e6
 
 
 def bench_evaluation(
@@ -162,6 +196,7 @@ def main() -> None:
     parser.add_argument("--chunk-items", type=int, default=None, help="items per step (default: automatic)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--no-index", action="store_true", help="serving: skip the int8 index")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,14 +210,26 @@ def main() -> None:
           f"{threads} threads", file=sys.stderr)
 
     if args.requests:
+        with_index = not args.no_index
+        build_s, index_mb = build_index(model) if with_index else (float("nan"), float("nan"))
         reset = reset_peak_rss()
-        serving = bench_serving(model, args.requests, args.k, args.chunk_items)
+        serving = bench_serving(model, args.requests, args.k, args.chunk_items, with_index)
         peak = rss_mb("VmHWM") if reset else float("nan")
         chunk = chunk_width(args.items, 1, args.chunk_items)
         print("| items | d | threads | chunk | top-k p50 ms | p95 ms | bare product p50 ms | peak RSS MB |")
         print("|---|---|---|---|---|---|---|---|")
-        print(f"| {args.items:,} | {args.dim} | {threads} | {chunk:,} | {serving['p50']:.1f} | "
-              f"{serving['p95']:.1f} | {serving['floor_p50']:.1f} | {peak:.0f} |")
+        print(f"| {args.items:,} | {args.dim} | {threads} | {chunk:,} | {serving['exact_p50']:.1f} | "
+              f"{serving['exact_p95']:.1f} | {serving['floor_p50']:.1f} | {peak:.0f} |")
+        if with_index:
+            index = index_for(model)
+            print()
+            print("| items | d | threads | int8 index p50 ms | p95 ms | exact p50 ms | build s | index MB "
+                  "| candidates / request | fallbacks | results differing |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
+            print(f"| {args.items:,} | {args.dim} | {threads} | {serving['index_p50']:.1f} | "
+                  f"{serving['index_p95']:.1f} | {serving['exact_p50']:.1f} | {build_s:.1f} | {index_mb:.0f} | "
+                  f"{index.candidates / max(index.searches, 1):.0f} | {index.fallbacks} of {index.searches} | "
+                  f"{serving['differ']} |")
 
     if args.users and not args.skip_eval:
         ev = bench_evaluation(model, args.users, args.batch_size, args.k, args.seen, args.chunk_items)

@@ -1,8 +1,9 @@
 """Batch top-K recommendations for many users, streamed to Parquet or JSON lines.
 
-Users are scored in chunks sized so a chunk's score matrix stays within a memory
-budget; each chunk is written as soon as it is ranked, so memory does not grow with
-the number of users.
+Users are ranked ``batch_size`` at a time; :func:`recommend` scores the catalogue in item
+chunks with a running top-K, so memory stays bounded whatever the catalogue size, and
+each batch is written as soon as it is ranked, so memory does not grow with the number
+of users.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from recmodels.base import Recommender
 from train.serving.loading import RunContext
 from train.serving.topk import NO_ITEM, known_pairs, recommend
 
-SCORE_BUDGET = 256 * 2**20  # bytes of float32 scores per chunk
 FORMATS = (".parquet", ".jsonl")
 
 
@@ -53,10 +53,6 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def chunk_size(num_items: int, requested: int) -> int:
-    return max(1, min(int(requested), SCORE_BUDGET // (4 * max(num_items, 1))))
-
-
 def recommend_users(
     model: Recommender,
     ctx: RunContext,
@@ -68,7 +64,7 @@ def recommend_users(
 ) -> Iterator[Chunk]:
     """Top-``k`` unseen items of each internal user id, chunk by chunk, in input order."""
     users = np.asarray(users, dtype=np.int64)
-    size = chunk_size(ctx.data.num_items, batch_size)
+    size = max(1, int(batch_size))
     with tqdm(total=len(users), desc="recommend", unit="user", disable=not progress) as bar:
         for start in range(0, len(users), size):
             batch = users[start : start + size]

@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from recmodels.base import Recommender
 from train.serving import RunContext, known_pairs, load_recommender, recommend
+from train.serving.quantized_index import check_mode, prepare_index
 
 log = logging.getLogger(__name__)
 RawId = StrictInt | str
@@ -60,9 +61,12 @@ class RequestError(Exception):
 class RecommenderService:
     """Validates requests in raw ids and ranks them with the shared top-K path."""
 
-    def __init__(self, model: Recommender, ctx: RunContext, max_request_items: int = 1000) -> None:
+    def __init__(
+        self, model: Recommender, ctx: RunContext, max_request_items: int = 1000, index: str = "auto"
+    ) -> None:
         self.model, self.ctx = model, ctx
         self.max_request_items = int(max_request_items)
+        self.index = check_mode(index)
 
     def health(self) -> dict[str, Any]:
         ctx = self.ctx
@@ -121,7 +125,7 @@ class RecommenderService:
         return self._rank(self.ctx.history_context([history]), req.k, pairs)
 
     def _rank(self, context: dict[str, torch.Tensor], k: int, pairs: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        items, scores = recommend(self.model, context, k, pairs)
+        items, scores = recommend(self.model, context, k, pairs, index=self.index)
         items, scores = items[0].cpu().numpy(), scores[0].cpu().numpy()
         keep = items >= 0  # fewer than k items left after exclusion
         return {
@@ -232,4 +236,6 @@ def build_app(cfg: DictConfig) -> FastAPI:
         torch.set_num_threads(int(cfg.threads))
     model, ctx = load_recommender(cfg.run, cfg.get("ckpt"), cfg.get("device", "cpu"))
     limit = int(cfg.get("max_body_bytes") or MAX_BODY_BYTES)
-    return create_app(RecommenderService(model, ctx, int(cfg.max_request_items)), max_body_bytes=limit)
+    service = RecommenderService(model, ctx, int(cfg.max_request_items), str(cfg.get("index") or "auto"))
+    prepare_index(model, service.index)
+    return create_app(service, max_body_bytes=limit)

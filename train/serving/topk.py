@@ -19,6 +19,7 @@ from data_modules.eval_rows import csr_gather
 from data_modules.interactions import Histories
 from recmodels.base import Context, Recommender
 from train.evaluation.chunked_ranking import NO_ITEM, mask_known, rank_items, top_k
+from train.serving.quantized_index import screened_top_k
 
 __all__ = ["NO_ITEM", "known_pairs", "mask_pairs_", "recommend", "top_k"]
 
@@ -44,11 +45,18 @@ def recommend(
     k: int,
     exclude: tuple[Tensor, Tensor] | None = None,
     chunk_items: int | None = None,
+    index: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Top-``k`` items and scores for a batch of contexts, ``exclude`` pairs removed.
 
     ``chunk_items`` items are scored per step (None: sized by the batch, see
-    :func:`~train.evaluation.chunked_ranking.chunk_width`)."""
+    :func:`~train.evaluation.chunked_ranking.chunk_width`). ``index``: ``auto`` answers
+    a few users over a large catalogue from the model's int8 index
+    (:mod:`train.serving.quantized_index`: the same exact result, ~4x fewer bytes read),
+    ``quantized`` does so at any catalogue size, ``exact`` always ranks chunk by chunk."""
     batch = len(next(iter(context.values())))
+    found = screened_top_k(model, context, k, exclude, batch, index, chunk_items)
+    if found is not None:
+        return found
     ranking = rank_items(model.item_scores(context), model.num_items, batch, k, exclude, chunk_items=chunk_items)
     return ranking.items, ranking.values
