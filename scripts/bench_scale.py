@@ -377,6 +377,7 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
     except ImportError:
         print("matplotlib is not installed (pip install 'recflow[plots]'): no plots written")
         return
+    plot_unit_costs(results, out, plt)
     for key, label, name in (("seconds", "seconds", "seconds.png"), ("peak_rss_mib", "peak RSS (MiB)", "peak_rss.png")):
         fig, ax = plt.subplots(figsize=(6, 4))
         for phase in dict.fromkeys(r["phase"] for r in results):
@@ -389,6 +390,31 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
+
+
+UNIT_COSTS = (  # (phase, figure, label): what one unit of work costs, against the catalogue
+    ("train_dense", "s_per_step", "training step, dense Adam (s)"),
+    ("train_sparse", "s_per_step", "training step, sparse + RowwiseAdam (s)"),
+    ("evaluate", "s_per_user", "full-ranking evaluation, per user (s)"),
+    ("topk_all", "s_per_user", "top-10 inference, per user (s)"),
+    ("serve_one", "p50_ms", "one serving request, p50 (ms / 1000)"),
+)
+
+
+def plot_unit_costs(results: list[dict[str, Any]], out: Path, plt: Any) -> None:
+    """Log-log cost of one step / user / request against the items in the catalogue."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for phase, key, label in UNIT_COSTS:
+        scale = 1e-3 if key.endswith("_ms") else 1.0
+        points = sorted((r["items"], r[key] * scale) for r in results if r["phase"] == phase and key in r)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="items in the catalogue", ylabel="seconds")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "unit_costs.png", dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
