@@ -123,14 +123,26 @@ def test_memory_check_names_the_loss_that_fits(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_training_with_sparse_tables_through_the_entry_point(tmp_path: Path) -> None:
+def test_training_with_sparse_tables_through_the_entry_point_resumes_exactly(tmp_path: Path) -> None:
+    """Two epochs straight == one epoch, then resumed from last.ckpt for the second: the
+    row-wise optimiser's moments, rules and step counts survive the checkpoint."""
     from train.training.run import train
 
-    cfg = tiny_config(
-        tmp_path, "model=sasrec", "model.net.sparse_embeddings=true", "model.task.loss.name=sampled_softmax",
-        "+model.task.loss.num_negatives=16", ROWWISE, "model.net.hidden=16", "model.net.num_blocks=1",
-        "model.net.max_len=16", "trainer.max_epochs=2", "callbacks.plots=null", "num_threads=1",
-    )
-    check_config(cfg)
-    metrics = train(cfg)
-    assert metrics["epochs"] == 2 and 0.0 <= metrics["test/ndcg@10"] <= 1.0
+    def config(folder: str, epochs: int, *extra: str):
+        cfg = tiny_config(
+            tmp_path / folder, "model=sasrec", "model.net.sparse_embeddings=true",
+            "model.task.loss.name=sampled_softmax", "+model.task.loss.num_negatives=16", ROWWISE,
+            "model.net.hidden=16", "model.net.num_blocks=1", "model.net.max_len=16",
+            f"trainer.max_epochs={epochs}", "trainer.check_val_every_n_epoch=1", "callbacks.plots=null",
+            "num_threads=1", *extra,
+        )
+        check_config(cfg)
+        return cfg
+
+    straight = train(config("straight", 2))
+    assert straight["epochs"] == 2 and 0.0 <= straight["test/ndcg@10"] <= 1.0
+    train(config("interrupted", 1))
+    last = tmp_path / "interrupted" / "checkpoints" / "last.ckpt"
+    resumed = train(config("interrupted", 2, f"ckpt_path={last}"))
+    scores = lambda m: {k: v for k, v in m.items() if k.startswith(("val/", "test/"))}  # noqa: E731
+    assert scores(resumed) == scores(straight)
