@@ -145,7 +145,7 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 
 def summarise(results: list[RunResult], out: Path) -> str:
     """Table (mean over seeds) and per-model power-law fits, also written to ``out``."""
-    lines = ["| model | size | dense params | train PFLOP | epochs | val NDCG@10 | test NDCG@10 (mean ± sd) | seeds |",
+    lines = ["| model | size | dense params | training FLOPs | epochs | val NDCG@10 | test NDCG@10 (mean ± sd) | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     fits = []
     for model in sorted({r.model for r in results}):
@@ -153,7 +153,7 @@ def summarise(results: list[RunResult], out: Path) -> str:
         for size, group in rows:
             test = np.array([r.test_ndcg10 for r in group])
             lines.append(
-                f"| {model} | {size} | {group[0].dense_params:,} | {np.mean([r.train_flops for r in group]) / 1e15:.3f} "
+                f"| {model} | {size} | {group[0].dense_params:,} | {np.mean([r.train_flops for r in group]):.2e} "
                 f"| {np.mean([r.epochs for r in group]):.0f} | {np.mean([r.val_ndcg10 for r in group]):.4f} "
                 f"| {test.mean():.4f} ± {test.std():.4f} | {len(group)} |"
             )
