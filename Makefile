@@ -79,8 +79,9 @@ train: install
 	$(VENV)/bin/recflow-train $(ARGS)
 	$(VENV)/bin/recflow-train model=pop $(ARGS)
 
+# Tests run in parallel worker processes (pytest-xdist), one per core, at most 4.
 test: install-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses=4
 
 clean:
 	rm -rf $(VENV)

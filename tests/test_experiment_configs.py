@@ -85,3 +85,18 @@ def test_experiment_builds_on_tiny_data(name: str, tmp_path: Path) -> None:
         assert optimizer.param_groups[0]["lr"] == lr
     if "embedding_l2" in (own.get("task") or {}):
         assert task.embedding_l2 == own.task.embedding_l2
+
+
+def test_switching_the_loss_keeps_no_option_the_new_loss_lacks() -> None:
+    """hstu_ml1m sets sampled-softmax negatives; naming another loss on the command line
+    keeps them, which the check reports with the override that removes them."""
+    from train.training.config_checks import ConfigError, check_config
+
+    def composed(*extra: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="train", overrides=["experiment=hstu_ml1m", "data.path=x.txt", *extra])
+
+    with pytest.raises(ConfigError, match=r"loss.num_negatives is not an option of loss 'ce'.*'~model.task.loss.num_negatives'"):
+        check_config(composed("model.task.loss.name=ce"))
+    check_config(composed("model.task.loss.name=ce", "~model.task.loss.num_negatives"))
+    check_config(composed("model.task.loss.name=gbce"))  # gbce takes num_negatives too

@@ -72,6 +72,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_preprocess(cfg)
     _check_monitor(cfg)
     _check_weight_averaging(cfg)
+    _check_loss_options(cfg)
     _check_sparse_embeddings(cfg)
     _check_ckpt_path(cfg.get("ckpt_path"))
     check_deepspeed_installed(cfg)
@@ -96,6 +97,32 @@ def _check_weight_averaging(cfg: DictConfig) -> None:
             "callbacks=averaged does not work with DeepSpeed strategies (the average is a whole, "
             "unpartitioned copy of the model); use callbacks=default, or trainer=ddp for averaging"
         )
+
+
+# --- loss options ------------------------------------------------------------------------
+
+BUILT_IN_LOSS_ARGS = {"num_items", "generator", "item_counts"}  # filled in by the task, not the config
+
+
+def _check_loss_options(cfg: DictConfig) -> None:
+    """Each ``model.task.loss`` key must be an option of the named loss: switching
+    ``loss.name`` on the command line keeps the previous loss's options, which would
+    otherwise fail only when training starts."""
+    from recmodels.losses import LOSSES
+
+    loss = _value(cfg, "model.task.loss")
+    if not isinstance(loss, DictConfig) or loss.get("name") not in LOSSES:
+        return  # no sequence loss here, or an unknown name (the task reports it)
+    name = loss.get("name")
+    accepted = set(inspect.signature(LOSSES[name].__init__).parameters) - {"self"} - BUILT_IN_LOSS_ARGS
+    for key in loss:
+        if key != "name" and key not in accepted:
+            takers = sorted(n for n, cls in LOSSES.items() if key in inspect.signature(cls.__init__).parameters)
+            raise ConfigError(
+                f"model.task.loss.{key} is not an option of loss {name!r} (its options: "
+                f"{', '.join(sorted(accepted)) or 'none'}); remove it with '~model.task.loss.{key}'"
+                + (f", or use a loss that takes it: {', '.join(takers)}" if takers else "")
+            )
 
 
 # --- sparse embeddings and memory ------------------------------------------------------
