@@ -385,6 +385,8 @@ def test_readme_training_runs(command: Command, cwd: Path, tiny_run: Path) -> No
     composed = check_train_config(args)
     if not one_process(composed, args):
         pytest.skip("multi-process, multi-GPU or a sweep: composed only")
+    if any(o.startswith("resume=") for o in args.overrides):
+        pytest.skip("resume: composed only (tests/test_resume.py resumes real runs end to end)")
     first = TRAINED.setdefault(setting(composed, args), command.line)
     if first != command.line:
         pytest.skip(f"the setting of README line {first}, trained there; composed only")
