@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from data_modules.interactions import TEST, TRAIN, VAL
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -195,14 +197,13 @@ def phase_evaluate(work: Workspace, args: argparse.Namespace) -> dict[str, Any]:
             "projected_all_users_s": round(seconds / users * total, 1), "ndcg@10": round(metrics["ndcg@10"], 5)}
 
 
-def _contexts(data: Any, users: Any, max_len: int) -> tuple[dict, Any]:
+def _contexts(known: Any, users: Any, max_len: int) -> tuple[dict, Any]:
+    """The serving context (padded histories) and the seen items of ``users``."""
     import torch
 
     from train.serving.topk import known_pairs
 
-    known = data.histories(0, 1, 2)
-    history = torch.from_numpy(known.padded(users, max_len))
-    return {"history": history}, known_pairs(known, users)
+    return {"history": torch.from_numpy(known.padded(users, max_len))}, known_pairs(known, users)
 
 
 def phase_topk_all(work: Workspace, args: argparse.Namespace) -> dict[str, Any]:
@@ -213,10 +214,11 @@ def phase_topk_all(work: Workspace, args: argparse.Namespace) -> dict[str, Any]:
 
     data = _load(work)
     model = _model(data.num_items, args).eval()
+    known = data.histories(TRAIN, VAL, TEST)  # built once, as a loaded run's RunContext does
     users = np.arange(min(args.eval_users, data.num_users))
     start = time.perf_counter()
     for lo in range(0, len(users), args.eval_batch):
-        context, exclude = _contexts(data, users[lo : lo + args.eval_batch], args.max_len)
+        context, exclude = _contexts(known, users[lo : lo + args.eval_batch], args.max_len)
         recommend(model, context, 10, exclude)
     seconds = time.perf_counter() - start
     return {"eval_users": len(users), "s_per_user": round(seconds / len(users), 5),
@@ -233,10 +235,11 @@ def phase_serve_one(work: Workspace, args: argparse.Namespace) -> dict[str, Any]
 
     data = _load(work)
     model = _model(data.num_items, args).eval()
+    known = data.histories(TRAIN, VAL, TEST)
     rng = np.random.default_rng(args.seed)
     latencies = []
     for request in range(args.requests + 2):
-        context, exclude = _contexts(data, rng.integers(data.num_users, size=1), args.max_len)
+        context, exclude = _contexts(known, rng.integers(data.num_users, size=1), args.max_len)
         start = time.perf_counter()
         recommend(model, context, 10, exclude)
         if request >= 2:
