@@ -14,6 +14,8 @@ a collate turns the window into model inputs:
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -55,6 +57,8 @@ class SequenceTrainingSet(Dataset):
         starts = np.maximum(histories.indptr[example_users], ends - window)
         self.sequences = torch.from_numpy(_left_padded(histories.items, starts, ends, window))
         self.users = torch.from_numpy(example_users.astype(np.int64))
+        # Real items per window, kept on the host: batch widths are known without a device sync.
+        self.lengths = (ends - starts).astype(np.int64)
         self.report = {
             "examples": len(example_users),
             "users": len(users),
@@ -68,10 +72,20 @@ class SequenceTrainingSet(Dataset):
     def __getitem__(self, index: int) -> Batch:
         return {"user": self.users[index], "sequence": self.sequences[index].long()}
 
-    def __getitems__(self, indices: list[int]) -> Batch:
-        """A whole batch with one slice (used by ``DataLoader`` when present)."""
+    def __getitems__(self, indices: list[int] | Tensor) -> Batch:
+        """A whole batch with one slice (used by ``DataLoader`` when present).
+
+        ``indices`` may be a tensor on the windows' device: the slice then stays there.
+        """
         idx = torch.as_tensor(indices, dtype=torch.long)
         return {"user": self.users[idx], "sequence": self.sequences[idx].long()}
+
+    def to(self, device: torch.device | str) -> SequenceTrainingSet:
+        """These windows with their tensors on ``device`` (``self`` keeps its own)."""
+        moved = copy.copy(self)
+        moved.sequences = self.sequences.to(device)
+        moved.users = self.users.to(device)
+        return moved
 
 
 def _stride(sliding_windows: bool | int, max_len: int) -> int | None:
@@ -141,15 +155,18 @@ class MaskedCollate:
         seq = batch["sequence"][:, 1:]  # the most recent max_len items
         rows, length = seq.shape
         real = seq >= 0
-        gen = self.generator
-        masked = (torch.rand(rows, length, generator=gen) < self.mask_prob) & real
+        gen, device = self.generator, seq.device
+        masked = (torch.rand(rows, length, generator=gen, device=device) < self.mask_prob) & real
         if self.last_item_prob > 0:
-            masked[:, -1] |= (torch.rand(rows, generator=gen) < self.last_item_prob) & real[:, -1]
-        # Rows left without a mask get one uniformly among their real (rightmost) items.
+            masked[:, -1] |= (torch.rand(rows, generator=gen, device=device) < self.last_item_prob) & real[:, -1]
+        # Rows left without a mask get one uniformly among their real (rightmost) items;
+        # written as a scatter rather than selecting those rows, so no device sync.
         n_real = real.sum(1)
-        offset = (torch.rand(rows, generator=gen) * n_real).long().clamp_max((n_real - 1).clamp_min(0))
-        empty = torch.nonzero(~masked.any(1) & (n_real > 0)).squeeze(1)
-        masked[empty, length - 1 - offset[empty]] = True
+        draw = torch.rand(rows, generator=gen, device=device)
+        offset = (draw * n_real).long().clamp_max((n_real - 1).clamp_min(0))
+        empty = ~masked.any(1) & (n_real > 0)
+        picked = (length - 1 - offset).unsqueeze(1)
+        masked.scatter_(1, picked, masked.gather(1, picked) | empty.unsqueeze(1))
         return {
             "user": batch["user"],
             "history": seq.masked_fill(masked, self.mask_token),

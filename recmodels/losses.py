@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 Items = Tensor | Callable[[Tensor], Tensor]
+NEGATIVE_MODES = ("shared", "per_position")
 
 
 def select_targets(hidden: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,8 +99,10 @@ class FullCrossEntropy(SequenceLoss):
 
     Scores only the N target positions ([N, num_items], never [B, L, num_items]).
     ``chunk_rows``: ``"auto"`` streams the rows on CPU in blocks of 128 (see
-    :class:`_StreamedCrossEntropy`: 2.5-5x faster there, O(128 x num_items) memory) and
-    uses one fused ``F.cross_entropy`` elsewhere; an int forces streaming with that
+    :class:`_StreamedCrossEntropy`: 2.5-5x faster there, O(128 x num_items) memory); on
+    accelerators it uses one fused ``F.cross_entropy`` while the fp32 score matrix stays
+    under :data:`FUSED_SCORES_BYTES`, and streams blocks of that size beyond (a large
+    catalogue times a large batch would not fit). An int forces streaming with that
     block size, ``0`` forces the single-matrix path.
     """
 
@@ -118,17 +121,28 @@ class FullCrossEntropy(SequenceLoss):
         table = _table(items, self.num_items, hidden.device)
         rows = self.chunk_rows
         if rows == "auto":
-            rows = 128 if hidden.device.type == "cpu" else 0
+            rows = auto_chunk_rows(hidden.shape[0], self.num_items, hidden.device.type)
         if rows == 0:
             logits = hidden @ table.T
             if bias is not None:
                 logits = logits + bias
             return F.cross_entropy(logits.float(), targets)
-        if bias is None:
-            bias = table.new_zeros(())  # broadcast; its gradient is simply discarded
         device = hidden.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
-        return _StreamedCrossEntropy.apply(hidden, table, bias.float(), targets, rows, dtype)
+        bias = bias.float() if bias is not None else None
+        return _StreamedCrossEntropy.apply(hidden, table, bias, targets, rows, dtype)
+
+
+FUSED_SCORES_BYTES = 2**30  # accelerators: one fused CE up to a 1 GiB fp32 score matrix
+
+
+def auto_chunk_rows(rows: int, num_items: int, device_type: str) -> int:
+    """Rows per streamed block for ``chunk_rows="auto"`` (0 = one fused matrix)."""
+    if device_type == "cpu":
+        return 128
+    if rows * num_items * 4 <= FUSED_SCORES_BYTES:
+        return 0
+    return max(1, FUSED_SCORES_BYTES // (4 * num_items))
 
 
 class _StreamedCrossEntropy(torch.autograd.Function):
@@ -155,10 +169,18 @@ class _StreamedCrossEntropy(torch.autograd.Function):
         grad_b = torch.zeros(num_items, device=device) if need_b else None
         with torch.autocast(device.type, enabled=False):
             h, w = hidden.detach().to(dtype), table.detach().to(dtype)
-            full_bias = bias.detach().expand(num_items)
+            # One score buffer for all blocks: a fresh [rows, num_items] per block costs an
+            # allocation, and page faults whenever the allocator has handed the memory back.
+            buffer = torch.empty(min(rows, n), num_items, device=device)
             for start in range(0, n, rows):
                 hb, tb = h[start : start + rows], targets[start : start + rows]
-                scores = torch.mm(hb, w.T).float().add_(full_bias)
+                scores = buffer[: hb.shape[0]]
+                if dtype == torch.float32:
+                    torch.mm(hb, w.T, out=scores)
+                else:
+                    scores.copy_(torch.mm(hb, w.T))
+                if bias is not None:
+                    scores.add_(bias.detach())
                 top = scores.amax(dim=1, keepdim=True)
                 positive = scores.gather(1, tb[:, None])
                 probs = scores.sub_(top).exp_()  # in place: scores are not needed any more
@@ -171,7 +193,9 @@ class _StreamedCrossEntropy(torch.autograd.Function):
                 if need_b:
                     grad_b += probs.sum(0)
                 probs = probs.to(dtype)
-                if need_h:
+                if need_h and dtype == torch.float32:
+                    torch.mm(probs, w, out=grad_h[start : start + rows])
+                elif need_h:
                     grad_h[start : start + rows] = torch.mm(probs, w)
                 if need_w:
                     if dtype == torch.float32:
@@ -259,13 +283,18 @@ class BinaryCrossEntropy(SigmoidLoss):
 
 
 class SampledSoftmax(SequenceLoss):
-    """Softmax over the positive and M negatives shared by the batch, with log-Q correction.
+    """Softmax over the positive and M sampled negatives, with log-Q correction.
 
     Negatives are drawn with replacement from a proposal q (``"uniform"`` or
     ``"popularity"``: q_i proportional to (count_i + smoothing) ** power). Each logit
     s_j becomes s_j - log q_j (for the positive too), which corrects the sampled softmax
     towards the full softmax (bias vanishing as M grows; Bengio & Senecal 2008, Yi et al.
     2019). A negative equal to the row's positive ("accidental hit") is removed (-inf).
+
+    ``negatives``: ``"shared"`` draws M items once per batch, scored by every position
+    (one [N, M] matmul, cheap); ``"per_position"`` draws M items for each position, as
+    HSTU's reference code does (more distinct negatives per step, at the cost of scoring
+    N x M pairs).
     """
 
     def __init__(
@@ -276,12 +305,18 @@ class SampledSoftmax(SequenceLoss):
         item_counts: Tensor | np.ndarray | None = None,
         power: float = 1.0,
         smoothing: float = 1.0,
+        negatives: str = "shared",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(num_items, generator)
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1; got {num_negatives}")
+        if negatives not in NEGATIVE_MODES:
+            raise ValueError(
+                f"model.task.loss.negatives={negatives!r} is unknown; choose one of {list(NEGATIVE_MODES)}"
+            )
         self.num_negatives = num_negatives
+        self.negatives = negatives
         self.proposal = proposal
         if proposal == "uniform":
             q = torch.full((num_items,), 1.0 / num_items, dtype=torch.float64)
@@ -304,18 +339,20 @@ class SampledSoftmax(SequenceLoss):
         self.register_buffer("proposal_cdf", cdf, persistent=False)
         self.register_buffer("log_q", q.log().float(), persistent=False)
 
-    def sample_negatives(self, device: torch.device) -> Tensor:
-        """[num_negatives] ids drawn from the proposal, shared by the batch."""
+    def sample_negatives(self, device: torch.device, rows: int | None = None) -> Tensor:
+        """Ids drawn from the proposal: [num_negatives] shared by the batch, or
+        [rows, num_negatives] (one set per position) when ``rows`` is given."""
+        shape = (self.num_negatives,) if rows is None else (rows, self.num_negatives)
         if self.proposal == "uniform":
-            return torch.randint(
-                self.num_items, (self.num_negatives,), device=device, generator=self.generator
-            )
+            return torch.randint(self.num_items, shape, device=device, generator=self.generator)
         cdf = self.proposal_cdf.to(device)
-        uniform = torch.rand(self.num_negatives, device=device, dtype=torch.float64, generator=self.generator)
+        uniform = torch.rand(shape, device=device, dtype=torch.float64, generator=self.generator)
         # First item whose cumulative probability exceeds u: item i with probability q_i.
         return torch.searchsorted(cdf, uniform, right=True).clamp_(max=self.num_items - 1)
 
     def forward(self, hidden, targets, items, bias=None):
+        if self.negatives == "per_position":
+            return self._per_position(hidden, targets, items, bias)
         negatives = self.sample_negatives(hidden.device)
         # One lookup of positives and negatives: with a sparse table, one row-wise gradient.
         vectors = _embed(items, torch.cat([targets, negatives]))
@@ -331,6 +368,14 @@ class SampledSoftmax(SequenceLoss):
         pos_scores = pos_scores.float() - log_q[targets, None]
         logits = torch.cat([pos_scores, neg_scores], dim=1)
         return -F.log_softmax(logits, dim=1)[:, 0].mean()
+
+    def _per_position(self, hidden: Tensor, targets: Tensor, items: Items, bias: Tensor | None) -> Tensor:
+        negatives = self.sample_negatives(hidden.device, targets.shape[0])  # [N, M]
+        # Positive in column 0; one scoring call, so a sparse table sees one lookup.
+        ids = torch.cat([targets[:, None], negatives], dim=1)
+        logits = _row_scores(hidden, ids, items, bias).float() - self.log_q.to(hidden.device)[ids]
+        hits = torch.cat([torch.zeros_like(targets[:, None], dtype=torch.bool), negatives == targets[:, None]], 1)
+        return -F.log_softmax(logits.masked_fill(hits, float("-inf")), dim=1)[:, 0].mean()
 
 
 class GeneralizedBCE(SigmoidLoss):

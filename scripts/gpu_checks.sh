@@ -2,7 +2,9 @@
 # One prepared run on one GPU, in order of value, each step with its own time limit so
 # the whole fits in about 13 minutes (start-up aside). One model per step: nothing shares
 # the GPU, so the times are the model's own.
-#  1. time to quality, SASRec full CE (scripts/bench_time_to_quality.py, threshold 0.18);
+#  1. time to quality, SASRec full CE (scripts/bench_time_to_quality.py, threshold 0.18),
+#     batches built on the GPU (device_batches): batch 128, then batch 512 with the
+#     square-root learning-rate rule;
 #  2. SASRec-XL (10M-item table, 1.28B parameters) under ZeRO-3 + bf16: sequences/s and
 #     peak GPU memory (scripts/bench_distributed.py), next to the documented arithmetic;
 #  3. time to quality, BERT4Rec (0.15) and gSASRec (0.1726, long budget);
@@ -17,14 +19,20 @@ want() { case ",$STEPS," in *",$1,"*) return 0;; *) return 1;; esac; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RESULTS/gpu.txt" 2>&1
 python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)" >> "$RESULTS/gpu.txt"
 TTQ="python3 scripts/bench_time_to_quality.py --data $DATA --device gpu --out $RESULTS/ttq"
-if want 1; then timeout 150 $TTQ --models sasrec_ce --max-epochs 60 > "$RESULTS/ttq_sasrec.md" 2>&1; fi
+ON_GPU="model.datamodule.device_batches=true"
+BIG_BATCH="model.datamodule.batch_size=512 model.task.lr_scaling={rule:sqrt,reference_batch_size:128}"
+if want 1; then
+  timeout 120 $TTQ --models sasrec_ce --max-epochs 60 -- $ON_GPU > "$RESULTS/ttq_sasrec.md" 2>&1
+  timeout 90 python3 scripts/bench_time_to_quality.py --data "$DATA" --device gpu --out "$RESULTS/ttq_b512" \
+    --models sasrec_ce --max-epochs 120 -- $ON_GPU $BIG_BATCH > "$RESULTS/ttq_sasrec_b512.md" 2>&1
+fi
 if want 2; then
   timeout 240 python3 scripts/bench_distributed.py --accelerator gpu --processes 1 --configs "ZeRO-3 x2" \
     --model sasrec_xl --catalogue 10000000 --steps 20 > "$RESULTS/zero3_xl.md" 2>&1
 fi
 if want 3; then
-  timeout 150 $TTQ --models bert4rec --max-epochs 200 > "$RESULTS/ttq_bert4rec.md" 2>&1
-  timeout 240 $TTQ --models gsasrec --max-epochs 2000 > "$RESULTS/ttq_gsasrec.md" 2>&1
+  timeout 150 $TTQ --models bert4rec --max-epochs 200 -- $ON_GPU > "$RESULTS/ttq_bert4rec.md" 2>&1
+  timeout 240 $TTQ --models gsasrec --max-epochs 2000 -- $ON_GPU > "$RESULTS/ttq_gsasrec.md" 2>&1
 fi
 if want 4; then
   timeout 240 python3 -m train experiment=hstu_large_ml1m data.path="$DATA" data.cache=false \

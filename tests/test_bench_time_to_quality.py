@@ -44,3 +44,27 @@ def test_tiny_run_stops_at_the_first_validation_reaching_the_threshold(tmp_path:
     metrics = json.loads((out / "sasrec_ce-cpu-s0" / "metrics.json").read_text())
     assert metrics["epochs"] == 1  # early stopping ended the run there
     assert row["test_ndcg@10"] == metrics["test/ndcg@10"]
+
+
+def _script_variable(name: str) -> list[str]:
+    """The overrides a variable of scripts/gpu_checks.sh holds (NAME="..." on one line)."""
+    for line in (REPO / "scripts" / "gpu_checks.sh").read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1].strip('"').split()
+    raise AssertionError(f"{name} is not set in scripts/gpu_checks.sh")
+
+
+@pytest.mark.parametrize("experiment", [spec[0] for spec in bench.MODELS.values()])
+def test_gpu_script_overrides_compose_with_every_experiment(experiment: str) -> None:
+    """The GPU run cannot be retried cheaply: its overrides must compose and pass the checks here."""
+    from hydra import compose, initialize_config_dir
+
+    from train.training.config_checks import check_config
+
+    overrides = _script_variable("ON_GPU") + _script_variable("BIG_BATCH")
+    assert "model.datamodule.device_batches=true" in overrides
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={experiment}", "data.path=x.txt", *overrides])
+    check_config(cfg)
+    assert cfg.model.datamodule.device_batches is True
+    assert dict(cfg.model.task.lr_scaling) == {"rule": "sqrt", "reference_batch_size": 128}

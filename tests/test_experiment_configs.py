@@ -96,7 +96,11 @@ def test_switching_the_loss_keeps_no_option_the_new_loss_lacks() -> None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(config_name="train", overrides=["experiment=hstu_ml1m", "data.path=x.txt", *extra])
 
-    with pytest.raises(ConfigError, match=r"loss.num_negatives is not an option of loss 'ce'.*'~model.task.loss.num_negatives'"):
+    removals = "'~model.task.loss.num_negatives' '~model.task.loss.negatives'"
+    with pytest.raises(ConfigError, match=r"loss.num_negatives .*; model.task.loss.negatives \(taken by: sampled_softmax\) "
+                       rf"are not an option of loss 'ce'.*remove with {removals}"):
         check_config(composed("model.task.loss.name=ce"))
-    check_config(composed("model.task.loss.name=ce", "~model.task.loss.num_negatives"))
-    check_config(composed("model.task.loss.name=gbce"))  # gbce takes num_negatives too
+    check_config(composed("model.task.loss.name=ce", "~model.task.loss.num_negatives", "~model.task.loss.negatives"))
+    with pytest.raises(ConfigError, match=r"loss.negatives \(taken by: sampled_softmax\) is not an option of loss 'gbce'"):
+        check_config(composed("model.task.loss.name=gbce"))  # gbce takes num_negatives, not negatives
+    check_config(composed("model.task.loss.name=gbce", "~model.task.loss.negatives"))

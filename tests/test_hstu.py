@@ -250,4 +250,4 @@ def test_published_large_setting_builds_its_per_head_sizes() -> None:
     assert len(model.encoder.blocks) == 8 and model.temperature == 0.05 and model.max_len == 200
     attn = model.encoder.blocks[0].attn
     assert (attn.num_heads, attn.attention_dim, attn.linear_dim) == (2, 25, 25)  # dqk = dv = 25 per head
-    assert dict(cfg.model.task.loss) == {"name": "sampled_softmax", "num_negatives": 128}
+    assert dict(cfg.model.task.loss) == {"name": "sampled_softmax", "num_negatives": 128, "negatives": "per_position"}

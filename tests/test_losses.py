@@ -63,15 +63,17 @@ def test_full_cross_entropy(chunk_rows, with_bias: bool) -> None:
         assert float(loss(hidden, targets, items, bias)) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("chunk_rows", [0, 4])
-def test_full_cross_entropy_gradients_match_autograd_reference(chunk_rows) -> None:
+@pytest.mark.parametrize("chunk_rows", [0, 4, 5])  # 5: the last block is shorter
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_full_cross_entropy_gradients_match_autograd_reference(chunk_rows, with_bias: bool) -> None:
     hidden, table, bias, targets = tiny()
-    params = [t.clone().double().requires_grad_(True) for t in (hidden, table, bias)]
-    h, w, b = params
+    sources = (hidden, table, bias) if with_bias else (hidden, table)
+    params = [t.clone().double().requires_grad_(True) for t in sources]
+    h, w, b = (*params, torch.zeros(I, dtype=torch.float64))[:3]
     reference = (torch.logsumexp(h @ w.T + b, 1) - ((h * w[targets]).sum(1) + b[targets])).mean()
     want = torch.autograd.grad(reference, params)
-    mine = [t.clone().requires_grad_(True) for t in (hidden, table, bias)]
-    value = make_loss("ce", I, chunk_rows=chunk_rows)(mine[0], targets, mine[1], mine[2])
+    mine = [t.clone().requires_grad_(True) for t in sources]
+    value = make_loss("ce", I, chunk_rows=chunk_rows)(mine[0], targets, mine[1], *mine[2:])
     got = torch.autograd.grad(value, mine)
     for g, r in zip(got, want):
         torch.testing.assert_close(g.double(), r, atol=1e-5, rtol=1e-4)
@@ -140,6 +142,42 @@ def test_sampled_softmax_with_logq_correction_and_accidental_hits() -> None:
         expected /= N
         for items in item_sources(table):
             assert float(loss(hidden, targets, items, b)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("num_negatives", [3, 5])  # 5 * D > I: the score-all-then-gather path
+def test_sampled_softmax_per_position_negatives(num_negatives: int) -> None:
+    hidden, table, bias, targets = tiny()
+    counts = torch.arange(I, dtype=torch.float64) + 2
+    loss = SampledSoftmax(I, num_negatives=num_negatives, proposal="popularity", item_counts=counts,
+                          negatives="per_position")
+    # Row n draws its own items; some equal the row's target (accidental hits).
+    negatives = torch.stack([(targets * (j + 1) + j) % I for j in range(num_negatives)], 1)
+    loss.sample_negatives = lambda device, rows: negatives
+    q = [(float(c) + 1.0) / float((counts + 1.0).sum()) for c in counts]
+    assert any(int(negatives[n, j]) == int(targets[n]) for n in range(N) for j in range(num_negatives))
+    for with_bias in (False, True):
+        b = bias if with_bias else None
+        expected = 0.0
+        for n in range(N):
+            t = int(targets[n])
+            logits = [dot(hidden, table, b, n, t) - math.log(q[t])]
+            logits += [dot(hidden, table, b, n, j) - math.log(q[j]) for j in negatives[n].tolist() if j != t]
+            top = max(logits)
+            expected += top + math.log(sum(math.exp(x - top) for x in logits)) - logits[0]
+        expected /= N
+        for items in item_sources(table):
+            assert float(loss(hidden, targets, items, b)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_sampled_softmax_per_position_draws_one_set_per_row() -> None:
+    loss = SampledSoftmax(50, num_negatives=7, negatives="per_position", generator=torch.Generator().manual_seed(0))
+    drawn = loss.sample_negatives(torch.device("cpu"), 4000)
+    assert drawn.shape == (4000, 7)
+    assert not bool((drawn == drawn[0]).all(1).all())  # rows differ
+    freq = torch.bincount(drawn.reshape(-1), minlength=50).float() / drawn.numel()
+    assert (freq - 1 / 50).abs().max() < 0.005
+    with pytest.raises(ValueError, match="negatives='everywhere'.*shared.*per_position"):
+        SampledSoftmax(50, negatives="everywhere")
 
 
 def test_sampled_softmax_proposals_and_validation() -> None:
@@ -238,3 +276,12 @@ def test_all_losses_backpropagate_to_both_sides() -> None:
         value.backward()
         assert torch.isfinite(value)
         assert h.grad.abs().sum() > 0 and w.grad.abs().sum() > 0 and b.grad.abs().sum() > 0, name
+
+
+def test_auto_chunk_rows_streams_only_what_would_not_fit() -> None:
+    from recmodels.losses import FUSED_SCORES_BYTES, auto_chunk_rows
+
+    assert auto_chunk_rows(10, 50, "cpu") == 128
+    assert auto_chunk_rows(13_488, 3_416, "cuda") == 0  # ML-1M batch: 184 MB, one fused op
+    rows = auto_chunk_rows(65_536, 10_000_000, "cuda")  # 2.6 TB as one matrix
+    assert rows >= 1 and rows * 10_000_000 * 4 <= FUSED_SCORES_BYTES < (rows + 1) * 10_000_000 * 4

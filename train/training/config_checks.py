@@ -115,14 +115,19 @@ def _check_loss_options(cfg: DictConfig) -> None:
         return  # no sequence loss here, or an unknown name (the task reports it)
     name = loss.get("name")
     accepted = set(inspect.signature(LOSSES[name].__init__).parameters) - {"self"} - BUILT_IN_LOSS_ARGS
-    for key in loss:
-        if key != "name" and key not in accepted:
-            takers = sorted(n for n, cls in LOSSES.items() if key in inspect.signature(cls.__init__).parameters)
-            raise ConfigError(
-                f"model.task.loss.{key} is not an option of loss {name!r} (its options: "
-                f"{', '.join(sorted(accepted)) or 'none'}); remove it with '~model.task.loss.{key}'"
-                + (f", or use a loss that takes it: {', '.join(takers)}" if takers else "")
-            )
+    foreign = [key for key in loss if key != "name" and key not in accepted]
+    if not foreign:
+        return
+    parts = []
+    for key in foreign:
+        takers = sorted(n for n, cls in LOSSES.items() if key in inspect.signature(cls.__init__).parameters)
+        parts.append(f"model.task.loss.{key} (taken by: {', '.join(takers) or 'no loss'})")
+    removals = " ".join(f"'~model.task.loss.{key}'" for key in foreign)
+    raise ConfigError(
+        f"{'; '.join(parts)} {'is' if len(foreign) == 1 else 'are'} not an option of loss {name!r} "
+        f"(its options: {', '.join(sorted(accepted)) or 'none'}); remove with {removals}, "
+        "or use a loss that takes them"
+    )
 
 
 # --- sparse embeddings and memory ------------------------------------------------------

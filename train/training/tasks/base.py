@@ -14,6 +14,7 @@ from torch import Tensor
 
 from recmodels.base import Recommender
 from train.evaluation import Evaluator
+from train.training.lr_scaling import check_lr_scaling, lr_factor, scale_learning_rates
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -29,6 +30,7 @@ class RecTask(pl.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
+        lr_scaling: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -36,6 +38,7 @@ class RecTask(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.lr_scaling = check_lr_scaling(lr_scaling)
         self.val_metrics = evaluator.new_metrics(model.num_items)
         self.test_metrics = evaluator.new_metrics(model.num_items)
 
@@ -59,10 +62,20 @@ class RecTask(pl.LightningModule):
         if self.optimizer_factory is None:
             raise ValueError(f"{type(self).__name__} needs an optimizer: set model.task.optimizer in the config")
         optimizer = self.optimizer_factory(params=self.model.parameters())
+        if self.lr_scaling is not None:
+            scale_learning_rates(optimizer, lr_factor(self.lr_scaling, self.global_batch_size()))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def global_batch_size(self) -> int:
+        """Examples per optimizer step over all devices: batch x world size x accumulation."""
+        trainer = self.trainer
+        batch_size = getattr(trainer.datamodule, "batch_size", None)
+        if batch_size is None:
+            raise ValueError("model.task.lr_scaling needs a data module with a batch_size")
+        return int(batch_size) * trainer.world_size * trainer.accumulate_grad_batches
 
     # -- evaluation ---------------------------------------------------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

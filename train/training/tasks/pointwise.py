@@ -1,6 +1,8 @@
 """Pointwise objective: binary cross-entropy on positives and sampled negatives (NCF)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -25,9 +27,10 @@ class PointwiseTask(RecTask):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
+        lr_scaling: dict[str, Any] | None = None,
         embedding_l2: float = 0.0,
     ) -> None:
-        super().__init__(model, evaluator, optimizer, scheduler, scheduler_interval)
+        super().__init__(model, evaluator, optimizer, scheduler, scheduler_interval, lr_scaling)
         if embedding_l2 < 0:
             raise ValueError(f"embedding_l2 must be >= 0, got {embedding_l2}")
         if embedding_l2 > 0 and not hasattr(self.model, "embedding_penalty"):

@@ -30,10 +30,11 @@ class SequenceTask(RecTask):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
+        lr_scaling: dict[str, Any] | None = None,
         loss: dict[str, Any] | None = None,
         item_popularity: np.ndarray | None = None,
     ) -> None:
-        super().__init__(model, evaluator, optimizer, scheduler, scheduler_interval)
+        super().__init__(model, evaluator, optimizer, scheduler, scheduler_interval, lr_scaling)
         self.loss_config = dict(loss or {"name": "ce"})
         name = self.loss_config.get("name")
         if name not in LOSSES:

@@ -1,0 +1,236 @@
+"""Where one training epoch's time goes, against the fp32 matrix-multiply limit.
+
+Builds the run exactly as ``python -m train`` does (same config, data module, model,
+task and optimizer), then times one epoch of training steps by phase: producing the
+batch, the encoder forward, the loss (forward, and for the streamed full CE also its
+gradient products), the backward pass and the optimizer step. In the same process it
+counts the epoch's floating-point work with ``torch.utils.flop_counter.FlopCounterMode``
+(one counted step per batch shape class, scaled) and measures this machine's fp32
+``torch.mm`` rate, so "limit" = FLOPs / that rate and "x limit" = epoch / limit.
+The op table (``torch.profiler``, self CPU time) says which kernels the rest is.
+
+    python scripts/profile_epoch.py --data PATH/ml-1m.txt                      # SASRec full CE
+    python scripts/profile_epoch.py --data FILE --threads 2 -- model.net.hidden=64
+    python scripts/profile_epoch.py --data FILE --ops 25 --out docs/results/epoch_profile.md
+
+Overrides after ``--`` are Hydra overrides of the training config.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+DEFAULTS = [
+    "data=sequence_file", "model=sasrec", "model.task.loss.name=ce", "model.net.hidden=50",
+    "model.net.num_blocks=2", "model.net.num_heads=1", "model.net.max_len=200",
+    "model.datamodule.batch_size=128", "logger=none", "data.cache=false",
+]
+PHASES = ("batch", "encoder", "loss", "backward", "optimizer")
+
+
+def compose(data: str, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from train.cli.configs import config_dir
+    from train.training.resolvers import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=[*DEFAULTS, f"data.path={data}", *overrides])
+
+
+def build(cfg):
+    """Data module, task and optimizer, built the way train.training.run.train builds them."""
+    import hydra
+
+    from train.building import build_with_data, instantiate_with
+
+    data = hydra.utils.instantiate(cfg.data)
+    evaluator = hydra.utils.instantiate(cfg.eval)
+    model = build_with_data(cfg.model.net, data)
+    datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
+    task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
+    datamodule.setup("fit")
+    task.setup("fit")
+    optimizer = task.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    return data, datamodule, task, optimizer
+
+
+def step_phases(task, optimizer, batch, clock, bf16: bool = False) -> None:
+    """One training step, each phase timed by ``clock(name)`` (CPU: ops are synchronous).
+
+    ``bf16``: forward under CPU autocast to bfloat16, as ``trainer.precision=bf16-mixed``.
+    """
+    import torch
+
+    from recmodels.losses import select_targets
+
+    model = task.model
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with clock("encoder"):
+            hidden = model(batch["history"])
+        with clock("loss"):
+            hidden, targets = select_targets(hidden, batch["targets"])
+            value = task.loss_fn(hidden, targets, model.output_items(), getattr(model, "output_bias", None))
+    with clock("backward"):
+        value.backward()
+    with clock("optimizer"):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+class PhaseClock:
+    """Accumulates wall seconds per phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def __call__(self, name: str):
+        clock = self
+
+        class _Span:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.seconds[name] += time.perf_counter() - self.start
+
+        return _Span()
+
+
+def timed_epoch(datamodule, task, optimizer, bf16: bool) -> tuple[PhaseClock, float, int, int]:
+    """One epoch: (phase clock, wall seconds, batches, target positions)."""
+    clock = PhaseClock()
+    task.model.train()
+    positions = batches = 0
+    start = time.perf_counter()
+    iterator = iter(datamodule.train_dataloader())
+    while True:
+        with clock("batch"):
+            batch = next(iterator, None)
+        if batch is None:
+            break
+        positions += int((batch["targets"] >= 0).sum())
+        batches += 1
+        step_phases(task, optimizer, batch, clock, bf16)
+    return clock, time.perf_counter() - start, batches, positions
+
+
+def epoch_flops(datamodule, task, optimizer, bf16: bool) -> float:
+    """Floating-point operations of one epoch's steps, counted op by op on every batch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, addmm_flop
+
+    # torch's table has addmm but not its in-place form, which the streamed CE's
+    # table gradient uses (grad_W += p^T h).
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_flop})
+    noop = PhaseClock()
+    with counter:
+        for batch in datamodule.train_dataloader():
+            step_phases(task, optimizer, batch, noop, bf16)
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(threads: int, hidden: int, num_items: int, rows: int, seconds: float = 2.0) -> dict[str, float]:
+    """fp32 torch.mm FLOP/s: a large square product (the machine's limit) and the
+    three products of the streamed full CE at this model's shapes."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def rate(a_shape, b_shape) -> float:
+        a, b = torch.randn(*a_shape), torch.randn(*b_shape)
+        torch.mm(a, b)
+        flops = 2 * a_shape[0] * a_shape[1] * b_shape[1]
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            torch.mm(a, b)
+            count += 1
+        return flops * count / (time.perf_counter() - start)
+
+    return {
+        "square 1024": rate((1024, 1024), (1024, 1024)),
+        "scores h.W^T": rate((rows, hidden), (hidden, num_items)),
+        "grad_h p.W": rate((rows, num_items), (num_items, hidden)),
+        "grad_W p^T.h": rate((num_items, rows), (rows, hidden)),
+    }
+
+
+def op_table(datamodule, task, optimizer, batches: int, rows: int, bf16: bool) -> str:
+    """Self-CPU-time table of the ops of a few steps (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    noop = PhaseClock()
+    iterator = iter(datamodule.train_dataloader())
+    chosen = [next(iterator) for _ in range(batches)]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in chosen:
+            step_phases(task, optimizer, batch, noop, bf16)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops) -> str:
+    limit = flops / rates["square 1024"]
+    lines = [
+        f"# One training epoch: {cfg.model.name}, loss {cfg.model.task.loss.name}",
+        "",
+        f"data {data.name}: {data.num_users} users, {data.num_items} items; {batches} batches, "
+        f"{positions:,} target positions; threads {args.threads}; precision {args.precision}; "
+        f"overrides: {' '.join(args.overrides) or '(none)'}",
+        "",
+        f"- epoch wall time: **{wall:.2f} s**",
+        f"- work: {flops / 1e12:.3f} TFLOP (forward + backward + optimizer, counted op by op)",
+        f"- fp32 torch.mm rate on this machine (1024^3): {rates['square 1024'] / 1e9:.0f} GFLOP/s "
+        f"-> matrix-multiply limit {limit:.2f} s",
+        f"- **epoch / limit: {wall / limit:.2f}x**",
+        "",
+        "| phase | seconds | share |",
+        "|---|---|---|",
+    ]
+    for name in PHASES:
+        lines.append(f"| {name} | {clock.seconds[name]:.2f} | {clock.seconds[name] / wall:.0%} |")
+    rest = wall - sum(clock.seconds.values())
+    lines += [f"| (loop) | {rest:.2f} | {rest / wall:.0%} |", "", "| product | GFLOP/s |", "|---|---|"]
+    lines += [f"| {name} | {value / 1e9:.0f} |" for name, value in rates.items()]
+    lines += ["", f"Ops of {args.op_batches} steps by self CPU time:", "", "```", ops, "```"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="sequence file, e.g. the SASRec ml-1m.txt")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--precision", choices=("32", "bf16-mixed"), default="32",
+                        help="bf16-mixed: forward under CPU autocast (bfloat16 matmuls, fp32 softmax)")
+    parser.add_argument("--ops", type=int, default=20, help="rows of the op table")
+    parser.add_argument("--op-batches", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
+    args, rest = parser.parse_known_args()
+    args.overrides = [o for o in rest if o != "--"]
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cfg = compose(str(Path(args.data).expanduser().resolve()), [f"num_threads={args.threads}", *args.overrides])
+    torch.manual_seed(cfg.seed)
+    data, datamodule, task, optimizer = build(cfg)
+    bf16 = args.precision == "bf16-mixed"
+    timed_epoch(datamodule, task, optimizer, bf16)  # warm-up epoch (allocator, kernels, page cache)
+    clock, wall, batches, positions = timed_epoch(datamodule, task, optimizer, bf16)
+    flops = epoch_flops(datamodule, task, optimizer, bf16)
+    rates = matmul_rate(args.threads, cfg.model.net.hidden, data.num_items, 128)
+    ops = op_table(datamodule, task, optimizer, args.op_batches, args.ops, bf16)
+    text = report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
