@@ -75,7 +75,15 @@ def check_config(cfg: DictConfig) -> None:
     _check_loss_options(cfg)
     _check_sparse_embeddings(cfg)
     _check_ckpt_path(cfg.get("ckpt_path"))
+    _check_compile(cfg)
     check_deepspeed_installed(cfg)
+
+
+def _check_compile(cfg: DictConfig) -> None:
+    """A bad ``compile=`` value fails before the data loads, not after."""
+    from train.training.compilation import compile_options  # imports this module
+
+    compile_options(cfg.get("compile"))
 
 
 def _check_ckpt_path(ckpt_path: object) -> None:

@@ -22,6 +22,7 @@ from train.training.config_checks import check_memory_fit
 from train.training.console import console_callbacks, count_parameters, quiet_loggers, quiet_third_party
 from train.training.atomic_checkpoints import atomic_checkpoints
 from train.training.checkpoint_checksums import checksum_checkpoints
+from train.training.compilation import compile_model
 from train.training.incremental import align_with_previous_run, warm_start
 from train.training.threads import check_setting, configure_threads
 from train.runs.results import flat_metrics, results_table, write_metrics
@@ -60,6 +61,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for initialise in (cfg.model.get("initialisers") or {}).values():
         hydra.utils.instantiate(initialise)(model)  # e.g. NeuMF from pre-trained GMF/MLP
     model = warm_start(model, data, cfg)  # init_from: previous weights, grown for new ids
+    model = compile_model(model, cfg)  # compile=: torch.compile in place (same state-dict keys)
     datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
     task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
 
