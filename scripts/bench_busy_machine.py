@@ -10,8 +10,8 @@ Settings compared (each idle, then beside ``--busy`` spinning processes):
 - ``torch default``: ``num_threads=null`` with OpenMP's default wait policy (threads spin
   for a while before sleeping), i.e. runs before ``num_threads: auto``. torch is imported
   before the command starts, so the command cannot ask OpenMP for passive waits.
-- ``null + passive``: ``num_threads=null`` as the command runs it now (``OMP_WAIT_POLICY=PASSIVE``).
-- ``auto``: the default, ``num_threads=auto`` (``OMP_WAIT_POLICY=PASSIVE``).
+- ``null + passive``: ``num_threads=null`` as the command runs it now (short spin, then sleep).
+- ``auto``: the default, ``num_threads=auto`` (short spin, then sleep).
 
 The spinners start a few seconds before each run (pinned to the last usable core unless
 ``--no-pin``). The "others" column is the cores other processes kept busy just before
@@ -67,7 +67,7 @@ def run_once(setting: str, epochs: int, logger: str, extra: list[str], run_dir: 
     entry, overrides = SETTINGS[setting]
     cmd = [sys.executable, *entry, f"logger={logger}", f"trainer.max_epochs={epochs}",
            "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", *overrides, *extra]
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started

@@ -23,6 +23,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from train.training.threads import prefer_passive_wait  # no torch import
+
 DEFAULTS = [
     "data=sequence_file", "model=sasrec", "model.task.loss.name=ce", "model.net.hidden=50",
     "model.net.num_blocks=2", "model.net.num_heads=1", "model.net.max_len=200",
@@ -124,11 +126,14 @@ def timed_epoch(datamodule, task, optimizer, bf16: bool) -> tuple[PhaseClock, fl
 def epoch_flops(datamodule, task, optimizer, bf16: bool) -> float:
     """Floating-point operations of one epoch's steps, counted op by op on every batch."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode, addmm_flop
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def addmm_flops(self_shape, a_shape, b_shape, out_shape=None, **kwargs) -> int:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]  # as torch counts addmm: the product
 
     # torch's table has addmm but not its in-place form, which the streamed CE's
     # table gradient uses (grad_W += p^T h).
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_flop})
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_flops})
     noop = PhaseClock()
     with counter:
         for batch in datamodule.train_dataloader():
@@ -213,6 +218,7 @@ def main() -> None:
     args, rest = parser.parse_known_args()
     args.overrides = [o for o in rest if o != "--"]
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    prefer_passive_wait()  # OpenMP waits as `python -m train` sets them (before torch loads)
     import torch
 
     torch.set_num_threads(args.threads)

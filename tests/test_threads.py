@@ -129,8 +129,15 @@ def test_usable_cores_follow_a_cgroup_quota(tmp_path: Path, monkeypatch) -> None
 
 def test_passive_wait_keeps_a_users_policy(monkeypatch) -> None:
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     threads.prefer_passive_wait()
     assert threads.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    threads.prefer_passive_wait()
-    assert threads.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert threads.os.environ["GOMP_SPINCOUNT"] == threads.SHORT_SPIN  # GNU OpenMP: a short spin first
+    for name, value in (("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "0")):
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+        monkeypatch.setenv(name, value)
+        threads.prefer_passive_wait()
+        assert threads.os.environ[name] == value
+        other = "GOMP_SPINCOUNT" if name == "OMP_WAIT_POLICY" else "OMP_WAIT_POLICY"
+        assert other not in threads.os.environ  # nothing added beside the user's choice
