@@ -189,7 +189,7 @@ def report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops) 
         f"overrides: {' '.join(args.overrides) or '(none)'}",
         "",
         f"- epoch wall time: **{wall:.2f} s**",
-        f"- work: {flops / 1e12:.3f} TFLOP (forward + backward + optimizer, counted op by op)",
+        f"- work: {flops / 1e12:.3f} TFLOP = {flops:.6g} FLOP (forward + backward + optimizer, counted op by op)",
         f"- fp32 torch.mm rate on this machine (1024^3): {rates['square 1024'] / 1e9:.0f} GFLOP/s "
         f"-> matrix-multiply limit {limit:.2f} s",
         f"- **epoch / limit: {wall / limit:.2f}x**",

@@ -1,0 +1,39 @@
+"""scripts/profile_epoch.py on a tiny file: phases add up and the FLOP count includes
+every product of the streamed full CE (its in-place table-gradient product included)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_tiny_profile_reports_phases_and_counts_the_full_ce_products(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "seq.txt"
+    # A catalogue large against the tiny encoder: the CE's products dominate the count, so
+    # leaving one of its three out would show.
+    data.write_text("\n".join(f"{u} {int(i)}" for u in range(1, 61) for i in rng.integers(1, 3000, size=40)) + "\n")
+    out = tmp_path / "profile.md"
+    hidden = 8
+    cmd = [sys.executable, str(REPO / "scripts" / "profile_epoch.py"), "--data", str(data), "--threads", "1",
+           "--ops", "5", "--op-batches", "1", "--out", str(out), "--", f"model.net.hidden={hidden}",
+           "model.net.max_len=8", "model.datamodule.batch_size=16"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    items = int(re.search(r"users, (\d+) items", text).group(1))
+    positions = int(re.search(r"([\d,]+) target positions", text).group(1).replace(",", ""))
+    flops = float(re.search(r"TFLOP = ([\d.e+]+) FLOP", text).group(1))
+    wall = float(re.search(r"epoch wall time: \*\*([\d.]+) s", text).group(1))
+    phases = [float(x) for x in re.findall(r"^\| (?:batch|encoder|loss|backward|optimizer|\(loop\)) \| ([\d.]+) \|", text, re.M)]
+    assert len(phases) == 6 and sum(phases) == pytest.approx(wall, abs=0.02 * 6)
+    ce_products = 3 * 2 * positions * hidden * items  # scores, grad_h, grad_W
+    assert ce_products > 0.8 * flops  # the premise: the CE is most of the work here
+    assert flops >= ce_products
