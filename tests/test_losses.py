@@ -119,6 +119,19 @@ def test_uniform_negative_sampling(exclude_positive: bool) -> None:
     assert (counts - expected).abs().max() < 0.01
 
 
+def sampled_softmax_by_hand(hidden, table, bias, targets, negatives_per_row, q) -> float:
+    """Mean over rows of -log softmax(positive) among the positive and the row's negatives,
+    every logit minus log q, accidental hits (a negative equal to the target) dropped."""
+    total = 0.0
+    for n in range(N):
+        t = int(targets[n])
+        logits = [dot(hidden, table, bias, n, t) - math.log(q[t])]
+        logits += [dot(hidden, table, bias, n, j) - math.log(q[j]) for j in negatives_per_row[n] if j != t]
+        top = max(logits)
+        total += top + math.log(sum(math.exp(x - top) for x in logits)) - logits[0]
+    return total / N
+
+
 def test_sampled_softmax_with_logq_correction_and_accidental_hits() -> None:
     hidden, table, bias, targets = tiny()
     counts = torch.arange(I, dtype=torch.float64) * 3
@@ -130,16 +143,8 @@ def test_sampled_softmax_with_logq_correction_and_accidental_hits() -> None:
     q = [w / sum(weights) for w in weights]
     for with_bias in (False, True):
         b = bias if with_bias else None
-        expected = 0.0
-        for n in range(N):
-            t = int(targets[n])
-            logits = [dot(hidden, table, b, n, t) - math.log(q[t])]
-            for j in negatives.tolist():
-                if j != t:  # accidental hits are dropped
-                    logits.append(dot(hidden, table, b, n, j) - math.log(q[j]))
-            top = max(logits)
-            expected += top + math.log(sum(math.exp(x - top) for x in logits)) - logits[0]
-        expected /= N
+        rows = [negatives.tolist()] * N  # one set, shared by every position
+        expected = sampled_softmax_by_hand(hidden, table, b, targets, rows, q)
         for items in item_sources(table):
             assert float(loss(hidden, targets, items, b)) == pytest.approx(expected, rel=1e-5)
 
@@ -157,14 +162,7 @@ def test_sampled_softmax_per_position_negatives(num_negatives: int) -> None:
     assert any(int(negatives[n, j]) == int(targets[n]) for n in range(N) for j in range(num_negatives))
     for with_bias in (False, True):
         b = bias if with_bias else None
-        expected = 0.0
-        for n in range(N):
-            t = int(targets[n])
-            logits = [dot(hidden, table, b, n, t) - math.log(q[t])]
-            logits += [dot(hidden, table, b, n, j) - math.log(q[j]) for j in negatives[n].tolist() if j != t]
-            top = max(logits)
-            expected += top + math.log(sum(math.exp(x - top) for x in logits)) - logits[0]
-        expected /= N
+        expected = sampled_softmax_by_hand(hidden, table, b, targets, negatives.tolist(), q)
         for items in item_sources(table):
             assert float(loss(hidden, targets, items, b)) == pytest.approx(expected, rel=1e-5)
 
