@@ -4,7 +4,8 @@
 # the GPU, so the times are the model's own.
 #  1. time to quality, SASRec full CE (scripts/bench_time_to_quality.py, threshold 0.18),
 #     batches built on the GPU (device_batches): batch 128, then batch 512 with the
-#     square-root learning-rate rule;
+#     square-root learning-rate rule, then batch 128 compiled with CUDA graphs
+#     (compile mode reduce-overhead);
 #  2. SASRec-XL (10M-item table, 1.28B parameters) under ZeRO-3 + bf16: sequences/s and
 #     peak GPU memory (scripts/bench_distributed.py), next to the documented arithmetic;
 #  3. time to quality, BERT4Rec (0.15) and gSASRec (0.1726, long budget);
@@ -21,10 +22,13 @@ python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__versio
 TTQ="python3 scripts/bench_time_to_quality.py --data $DATA --device gpu --out $RESULTS/ttq"
 ON_GPU="model.datamodule.device_batches=true"
 BIG_BATCH="model.datamodule.batch_size=512 model.task.lr_scaling={rule:sqrt,reference_batch_size:128}"
+COMPILED="compile={mode:reduce-overhead}"
 if want 1; then
   timeout 120 $TTQ --models sasrec_ce --max-epochs 60 -- $ON_GPU > "$RESULTS/ttq_sasrec.md" 2>&1
   timeout 90 python3 scripts/bench_time_to_quality.py --data "$DATA" --device gpu --out "$RESULTS/ttq_b512" \
     --models sasrec_ce --max-epochs 120 -- $ON_GPU $BIG_BATCH > "$RESULTS/ttq_sasrec_b512.md" 2>&1
+  timeout 90 python3 scripts/bench_time_to_quality.py --data "$DATA" --device gpu --out "$RESULTS/ttq_compiled" \
+    --models sasrec_ce --max-epochs 60 -- $ON_GPU $COMPILED > "$RESULTS/ttq_sasrec_compiled.md" 2>&1
 fi
 if want 2; then
   timeout 240 python3 scripts/bench_distributed.py --accelerator gpu --processes 1 --configs "ZeRO-3 x2" \

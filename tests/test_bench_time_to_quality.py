@@ -61,10 +61,13 @@ def test_gpu_script_overrides_compose_with_every_experiment(experiment: str) -> 
 
     from train.training.config_checks import check_config
 
-    overrides = _script_variable("ON_GPU") + _script_variable("BIG_BATCH")
+    overrides = _script_variable("ON_GPU") + _script_variable("BIG_BATCH") + _script_variable("COMPILED")
     assert "model.datamodule.device_batches=true" in overrides
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"experiment={experiment}", "data.path=x.txt", *overrides])
     check_config(cfg)
     assert cfg.model.datamodule.device_batches is True
     assert dict(cfg.model.task.lr_scaling) == {"rule": "sqrt", "reference_batch_size": 128}
+    from train.training.compilation import compile_options
+
+    assert compile_options(cfg.compile) == {"mode": "reduce-overhead"}
