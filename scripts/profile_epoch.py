@@ -21,6 +21,8 @@ import argparse
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from train.training.threads import prefer_passive_wait  # no torch import
@@ -92,17 +94,13 @@ class PhaseClock:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
 
-    def __call__(self, name: str):
-        clock = self
-
-        class _Span:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.seconds[name] += time.perf_counter() - self.start
-
-        return _Span()
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
 
 
 def timed_epoch(datamodule, task, optimizer, bf16: bool) -> tuple[PhaseClock, float, int, int]:
