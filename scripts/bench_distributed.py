@@ -69,7 +69,7 @@ def _worker(args: argparse.Namespace, overrides: list[str]) -> None:
     evaluator = instantiate(cfg.eval)
     model = build_with_data(cfg.model.net, data)
     datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
-    task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
+    task = build_with_data(cfg.model.task, data, {"seed": cfg.seed}, model=model, evaluator=evaluator)
     timer = StepTimer(args.warmup)
     trainer = instantiate_with(
         cfg.trainer, callbacks=[timer], logger=False, max_epochs=-1, max_steps=args.warmup + args.steps,

@@ -57,7 +57,7 @@ def build(cfg):
     evaluator = hydra.utils.instantiate(cfg.eval)
     model = build_with_data(cfg.model.net, data)
     datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
-    task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
+    task = build_with_data(cfg.model.task, data, {"seed": cfg.seed}, model=model, evaluator=evaluator)
     datamodule.setup("fit")
     task.setup("fit")
     optimizer = task.configure_optimizers()

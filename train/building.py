@@ -108,9 +108,13 @@ def instantiate_with(node: DictConfig, **runtime: Any) -> Any:
     return hydra.utils.instantiate(node, _partial_=True)(**runtime)
 
 
-def build_with_data(node: DictConfig, data: InteractionData, **extra: Any) -> Any:
-    """Instantiate ``node`` passing the data facts its target accepts, plus ``extra``."""
+def build_with_data(
+    node: DictConfig, data: InteractionData, offered: dict[str, Any] | None = None, **extra: Any
+) -> Any:
+    """Instantiate ``node`` passing the data facts its target accepts, the ``offered``
+    values it accepts (e.g. the run's ``seed``), plus ``extra`` (always passed)."""
     target = hydra.utils.get_object(node._target_)
     node, features = feature_facts(node, target, data)
-    kwargs = {k: fact() for k, fact in _accepted(target, data_facts(data)).items() if k not in node}
+    facts = {**data_facts(data), **{name: (lambda value=value: value) for name, value in (offered or {}).items()}}
+    kwargs = {k: fact() for k, fact in _accepted(target, facts).items() if k not in node}
     return instantiate_with(node, **kwargs, **features, **extra)

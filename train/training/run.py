@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = warm_start(model, data, cfg)  # init_from: previous weights, grown for new ids
     model = compile_model(model, cfg)  # compile=: torch.compile in place (same state-dict keys)
     datamodule = instantiate_with(cfg.model.datamodule, data=data, eval_spec=evaluator.spec, seed=cfg.seed)
-    task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
+    task = build_with_data(cfg.model.task, data, {"seed": cfg.seed}, model=model, evaluator=evaluator)
 
     loggers = build_loggers(cfg)  # W&B: named, tagged, same id when resumed (tracking.py)
     quiet_loggers(loggers)

@@ -33,6 +33,7 @@ class SequenceTask(RecTask):
         lr_scaling: dict[str, Any] | None = None,
         loss: dict[str, Any] | None = None,
         item_popularity: np.ndarray | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__(model, evaluator, optimizer, scheduler, scheduler_interval, lr_scaling)
         self.loss_config = dict(loss or {"name": "ce"})
@@ -40,6 +41,7 @@ class SequenceTask(RecTask):
         if name not in LOSSES:
             raise ValueError(f"model.task.loss.name={name!r} is unknown; choose one of {sorted(LOSSES)}")
         self.item_popularity = item_popularity
+        self.seed = int(seed)
         self.loss_fn: torch.nn.Module | None = None
 
     def setup(self, stage: str) -> None:
@@ -54,10 +56,18 @@ class SequenceTask(RecTask):
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
         if self.loss_fn is None:
             self.setup("fit")
-        # Negatives are drawn from a per-step stream so a resumed run replays them exactly.
-        self.loss_fn.generator = _step_generator(self.device, self.trainer.global_step if self._trainer else 0, self.global_rank)
+        step = self.trainer.global_step if self._trainer else 0
+        self.loss_fn.generator = step_generator(self.device, self.seed, step, self.global_rank)
         return sequence_loss(self.model, batch, self.loss_fn)
 
 
-def _step_generator(device: torch.device, step: int, rank: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(1_000_003 * step + rank)
+def step_generator(device: torch.device, seed: int, step: int, rank: int) -> torch.Generator:
+    """The random stream of one training step's negatives.
+
+    A function of (run seed, step, rank) alone, so a resumed run replays exactly the
+    negatives of an uninterrupted one, ranks draw different ones, and runs with
+    different ``seed`` draw different ones. SeedSequence mixes the three numbers, so
+    nearby triples give unrelated streams.
+    """
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state))
