@@ -63,7 +63,7 @@ def generate(
     user_cluster = rng.integers(0, num_clusters, num_users)
     lengths = rng.integers(min_length, max_length + 1, num_users)
     sequences = _walk(
-        rng, transitions, cluster_pop[user_cluster], popularity, lengths, p_sequential, p_cluster
+        rng, transitions, cluster_pop, user_cluster, popularity, lengths, p_sequential, p_cluster
     )
     users = np.repeat(np.arange(num_users), lengths)
     items = sequences[np.arange(max_length)[None, :] < lengths[:, None]]
@@ -130,21 +130,48 @@ def _successors(
 def _walk(
     rng: np.random.Generator,
     transitions: np.ndarray,
-    home: np.ndarray,
+    cluster_pop: np.ndarray,
+    user_cluster: np.ndarray,
     popularity: np.ndarray,
     lengths: np.ndarray,
     p_seq: float,
     p_clu: float,
+    chunk_users: int = 1024,
 ) -> np.ndarray:
-    """[U, max_len] item sequences, sampled step by step for all users at once."""
+    """[U, max_len] item sequences, sampled step by step for blocks of users.
+
+    All uniforms are drawn first (the same stream as one ``rng.random(num_users)`` per
+    step), then users are walked in blocks, so memory is a few [block, I] arrays and not
+    [U, I] ones, with the same result for every block size.
+    """
+    num_users = len(user_cluster)
+    draws = rng.random((int(lengths.max()), num_users))
+    out = np.zeros((num_users, draws.shape[0]), dtype=np.int64)
+    for start in range(0, num_users, chunk_users):
+        block = slice(start, start + chunk_users)
+        steps = int(lengths[block].max())
+        home = cluster_pop[user_cluster[block]]
+        out[block, :steps] = _walk_block(transitions, home, popularity, draws[:steps, block], p_seq, p_clu)
+    return out
+
+
+def _walk_block(
+    transitions: np.ndarray,
+    home: np.ndarray,
+    popularity: np.ndarray,
+    draws: np.ndarray,
+    p_seq: float,
+    p_clu: float,
+) -> np.ndarray:
+    """[users, steps] item sequences of users with home-cluster popularity ``home``."""
     num_users, num_items = home.shape
-    max_len = int(lengths.max())
+    steps = draws.shape[0]
     seen = np.zeros((num_users, num_items), dtype=bool)
-    out = np.zeros((num_users, max_len), dtype=np.int64)
+    out = np.zeros((num_users, steps), dtype=np.int64)
     rows = np.arange(num_users)
     p_noise = 1.0 - p_seq - p_clu
     at_home = home > 0
-    for step in range(max_len):
+    for step in range(steps):
         seq = home
         if step > 0:
             # Successors of the last two picks, kept inside the user's home cluster so a
@@ -157,8 +184,7 @@ def _walk(
         weights = p_seq * seq + p_clu * home + p_noise * popularity[None, :]
         weights[seen] = 0.0
         cdf = np.cumsum(weights, axis=1)
-        draw = rng.random(num_users) * cdf[:, -1]
-        choice = np.argmax(cdf > draw[:, None], axis=1)
+        choice = np.argmax(cdf > (draws[step] * cdf[:, -1])[:, None], axis=1)
         out[:, step] = choice
         seen[rows, choice] = True
     return out

@@ -13,10 +13,17 @@ log-log space, plots both curves (PNG) and writes a table.
     # GPU sizes, same script:
     python scripts/bench_scaling.py --data PATH/ml-1m.txt --models sasrec hstu \\
         --sizes 64x2 128x4 256x8 512x16 --epochs 200 --patience 10 -- trainer.accelerator=gpu
+    # the generated data set (data=synthetic; its size and structure as overrides), both
+    # models with the same loss, 3 seeds, two single-thread runs at a time
+    python scripts/bench_scaling.py --data synthetic --loss "{name:ce}" --seeds 0 1 2 \\
+        --parallel 2 --out docs/results/scaling/synthetic -- data.num_users=20000 num_threads=1
 
 A size ``DxB`` (or ``DxBxH``) is hidden size D, B blocks and H heads (default 1 for
-SASRec, 2 for HSTU where it divides D). Runs already finished in ``--out`` are read, not
-repeated, so a study can be stopped and continued. Extra Hydra overrides go after ``--``.
+SASRec, 2 for HSTU where it divides D). Each model trains with its own config's loss
+unless ``--loss`` replaces it for all (a Hydra dict, e.g. ``"{name:ce}"``), so curves of
+different models can share one objective. Runs already finished in ``--out`` are read,
+not repeated, so a study can be stopped and continued. Extra Hydra overrides go after
+``--``.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import json
 import math
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +41,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HEADS = {"sasrec": 1, "hstu": 2}
+SYNTHETIC = "synthetic"
 
 
 @dataclass(frozen=True)
@@ -73,21 +82,49 @@ class RunResult:
 
 
 def train_run(model: str, size: Size, seed: int, args: argparse.Namespace, extra: list[str]) -> Path:
-    """Train one configuration in its own process (skipped when its metrics.json exists)."""
+    """Train one configuration in its own process (skipped when its folder holds a
+    finished run of exactly these settings)."""
     run_dir = args.out / "runs" / f"{model}-{size.label}-s{seed}"
-    if (run_dir / "metrics.json").exists():
-        return run_dir
-    cmd = [
-        sys.executable, "-m", "train", f"model={model}", "data=sequence_file", f"data.path={args.data}",
-        "data.cache=false", f"seed={seed}", f"model.net.hidden={size.hidden}",
+    overrides = [
+        f"model={model}", *data_overrides(args.data), *loss_overrides(args.loss),
+        f"seed={seed}", f"model.net.hidden={size.hidden}",
         f"model.net.num_blocks={size.blocks}", f"model.net.num_heads={size.heads}",
         f"trainer.max_epochs={args.epochs}", f"trainer.check_val_every_n_epoch={args.val_every}",
         f"callbacks.early_stopping.patience={args.patience}", "eval.protocol=full", "eval.ks=[10]",
-        "logger=csv", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", *extra,
+        "logger=csv", "trainer.enable_progress_bar=false", *extra,
     ]
+    if (run_dir / "metrics.json").exists():
+        check_same_settings(run_dir, overrides)
+        return run_dir
     print(f"training {model} {size.label} seed {seed}", flush=True)
+    cmd = [sys.executable, "-m", "train", *overrides, f"hydra.run.dir={run_dir}"]
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     return run_dir
+
+
+def check_same_settings(run_dir: Path, overrides: list[str]) -> None:
+    """A finished run is reused only if Hydra recorded the same overrides for it."""
+    import yaml
+
+    recorded_file = run_dir / ".hydra" / "overrides.yaml"
+    recorded = yaml.safe_load(recorded_file.read_text()) if recorded_file.is_file() else None
+    if recorded is None or [o for o in recorded if not o.startswith("hydra.run.dir=")] != overrides:
+        raise SystemExit(
+            f"{run_dir} holds a finished run of other settings than this study's; "
+            "pass another --out (or move that folder away) to train these"
+        )
+
+
+def data_overrides(data: Path | str) -> list[str]:
+    """The generated set (its settings come after ``--``) or a sequence file."""
+    if str(data) == SYNTHETIC:
+        return [f"data={SYNTHETIC}"]
+    return ["data=sequence_file", f"data.path={data}", "data.cache=false"]
+
+
+def loss_overrides(loss: str | None) -> list[str]:
+    """Replace the model config's whole loss node (a merge would keep its other options)."""
+    return [] if loss is None else ["~model.task.loss", f"+model.task.loss={loss}"]
 
 
 def read_run(run_dir: Path, model: str, size: Size, seed: int) -> RunResult:
@@ -210,7 +247,9 @@ def plot(results: list[RunResult], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path, help="sequence file, e.g. the SASRec ml-1m.txt")
+    parser.add_argument("--data", required=True, help="sequence file (e.g. the SASRec ml-1m.txt) or 'synthetic'")
+    parser.add_argument("--loss", default=None, help='one loss for every model, a Hydra dict such as "{name:ce}"')
+    parser.add_argument("--parallel", type=int, default=1, help="runs trained at once (give each num_threads=1)")
     parser.add_argument("--models", nargs="+", default=["sasrec", "hstu"])
     parser.add_argument("--sizes", nargs="+", default=["16x1", "32x2", "64x2"], help="HIDDENxBLOCKS[xHEADS]")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -220,17 +259,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "scaling")
     args, extra = parser.parse_known_args()
     extra = [e for e in extra if e != "--"]
-    if not args.data.is_file():
-        raise SystemExit(f"--data {args.data}: no such file; pass the sequence file (e.g. ml-1m.txt)")
-    args.data, args.out = args.data.resolve(), args.out.resolve()
+    if args.data != SYNTHETIC:
+        if not Path(args.data).is_file():
+            raise SystemExit(f"--data {args.data}: no such file; pass the sequence file (e.g. ml-1m.txt) or 'synthetic'")
+        args.data = Path(args.data).resolve()
+    if args.parallel < 1:
+        raise SystemExit(f"--parallel {args.parallel}: must be at least 1")
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for model in args.models:
-        for text in args.sizes:
-            size = parse_size(text, model)
-            for seed in args.seeds:
-                run_dir = train_run(model, size, seed, args, extra)
-                results.append(read_run(run_dir, model, size, seed))
+    plan = [(model, parse_size(text, model), seed) for model in args.models for text in args.sizes for seed in args.seeds]
+    with ThreadPoolExecutor(args.parallel) as pool:  # threads only wait on training processes
+        run_dirs = list(pool.map(lambda job: train_run(*job, args, extra), plan))
+    results = [read_run(run_dir, *job) for run_dir, job in zip(run_dirs, plan)]
     with (args.out / "scaling.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(results[0])))
         writer.writeheader()
