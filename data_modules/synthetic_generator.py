@@ -26,6 +26,42 @@ AGE_BUCKETS = np.array([1, 18, 25, 35, 45, 50, 56])
 START_TIME = 1_600_000_000  # seconds; only order and gaps matter
 
 
+@dataclass(frozen=True)
+class WalkProcess:
+    """The generative step: a user's next-item weights from their home cluster and history.
+
+    The walk samples every pick from :meth:`weights`; knowing it (and the user's cluster)
+    gives the best ranking any model could learn, a ceiling for benchmarks.
+    """
+
+    transitions: np.ndarray  # [I, I] row-stochastic successor probabilities
+    cluster_pop: np.ndarray  # [C, I] popularity within each cluster (rows sum to 1)
+    popularity: np.ndarray  # [I] global popularity (sums to 1)
+    p_sequential: float
+    p_cluster: float
+
+    def weights(self, home: np.ndarray, seen: np.ndarray, last: np.ndarray | None, before: np.ndarray | None) -> np.ndarray:
+        """Unnormalised next-item weights [B, I]: zero on ``seen`` items.
+
+        ``home`` [B, I] is each user's cluster popularity, ``last``/``before`` [B] their
+        last and second-to-last picks (the last again for a one-item history; None for
+        an empty history).
+        """
+        seq = home
+        if last is not None:
+            # Successors of the last two picks, kept inside the user's home cluster so a
+            # noise pick does not drag the user into another cluster.
+            recent = 0.75 * self.transitions[last]
+            recent += 0.25 * self.transitions[before]
+            recent[(home <= 0) | seen] = 0.0
+            mass = recent.sum(axis=1, keepdims=True)
+            seq = np.where(mass > 0, recent / np.maximum(mass, 1e-12), home)
+        p_noise = 1.0 - self.p_sequential - self.p_cluster
+        weights = self.p_sequential * seq + self.p_cluster * home + p_noise * self.popularity[None, :]
+        weights[seen] = 0.0
+        return weights
+
+
 @dataclass
 class SyntheticTables:
     """Raw table (raw ids) and raw-id-indexed side features, ready for preprocess()."""
@@ -35,6 +71,7 @@ class SyntheticTables:
     user_features: pd.DataFrame
     user_cluster: np.ndarray
     item_cluster: np.ndarray
+    process: WalkProcess
 
 
 def generate(
@@ -62,9 +99,8 @@ def generate(
     transitions = _successors(rng, item_cluster, popularity, num_successors)
     user_cluster = rng.integers(0, num_clusters, num_users)
     lengths = rng.integers(min_length, max_length + 1, num_users)
-    sequences = _walk(
-        rng, transitions, cluster_pop, user_cluster, popularity, lengths, p_sequential, p_cluster
-    )
+    process = WalkProcess(transitions, cluster_pop, popularity, p_sequential, p_cluster)
+    sequences = _walk(rng, process, user_cluster, lengths)
     users = np.repeat(np.arange(num_users), lengths)
     items = sequences[np.arange(max_length)[None, :] < lengths[:, None]]
     gaps = rng.exponential(86_400.0, len(items)).astype(np.int64) + 1  # strictly increasing
@@ -88,6 +124,7 @@ def generate(
         user_features=_user_features(rng, user_cluster, num_clusters),
         user_cluster=user_cluster,
         item_cluster=item_cluster,
+        process=process,
     )
 
 
@@ -129,13 +166,9 @@ def _successors(
 
 def _walk(
     rng: np.random.Generator,
-    transitions: np.ndarray,
-    cluster_pop: np.ndarray,
+    process: WalkProcess,
     user_cluster: np.ndarray,
-    popularity: np.ndarray,
     lengths: np.ndarray,
-    p_seq: float,
-    p_clu: float,
     chunk_users: int = 1024,
 ) -> np.ndarray:
     """[U, max_len] item sequences, sampled step by step for blocks of users.
@@ -150,40 +183,22 @@ def _walk(
     for start in range(0, num_users, chunk_users):
         block = slice(start, start + chunk_users)
         steps = int(lengths[block].max())
-        home = cluster_pop[user_cluster[block]]
-        out[block, :steps] = _walk_block(transitions, home, popularity, draws[:steps, block], p_seq, p_clu)
+        home = process.cluster_pop[user_cluster[block]]
+        out[block, :steps] = _walk_block(process, home, draws[:steps, block])
     return out
 
 
-def _walk_block(
-    transitions: np.ndarray,
-    home: np.ndarray,
-    popularity: np.ndarray,
-    draws: np.ndarray,
-    p_seq: float,
-    p_clu: float,
-) -> np.ndarray:
+def _walk_block(process: WalkProcess, home: np.ndarray, draws: np.ndarray) -> np.ndarray:
     """[users, steps] item sequences of users with home-cluster popularity ``home``."""
     num_users, num_items = home.shape
     steps = draws.shape[0]
     seen = np.zeros((num_users, num_items), dtype=bool)
     out = np.zeros((num_users, steps), dtype=np.int64)
     rows = np.arange(num_users)
-    p_noise = 1.0 - p_seq - p_clu
-    at_home = home > 0
     for step in range(steps):
-        seq = home
-        if step > 0:
-            # Successors of the last two picks, kept inside the user's home cluster so a
-            # noise pick does not drag the user into another cluster.
-            recent = 0.75 * transitions[out[:, step - 1]]
-            recent += 0.25 * transitions[out[:, max(step - 2, 0)]]
-            recent[~at_home | seen] = 0.0
-            mass = recent.sum(axis=1, keepdims=True)
-            seq = np.where(mass > 0, recent / np.maximum(mass, 1e-12), home)
-        weights = p_seq * seq + p_clu * home + p_noise * popularity[None, :]
-        weights[seen] = 0.0
-        cdf = np.cumsum(weights, axis=1)
+        last = out[:, step - 1] if step > 0 else None
+        before = out[:, max(step - 2, 0)] if step > 0 else None
+        cdf = np.cumsum(process.weights(home, seen, last, before), axis=1)
         choice = np.argmax(cdf > (draws[step] * cdf[:, -1])[:, None], axis=1)
         out[:, step] = choice
         seen[rows, choice] = True

@@ -13,15 +13,18 @@ log-log space, plots both curves (PNG) and writes a table.
     # GPU sizes, same script:
     python scripts/bench_scaling.py --data PATH/ml-1m.txt --models sasrec hstu \\
         --sizes 64x2 128x4 256x8 512x16 --epochs 200 --patience 10 -- trainer.accelerator=gpu
-    # the generated data set (data=synthetic; its size and structure as overrides), both
-    # models with the same loss, 3 seeds, two single-thread runs at a time
-    python scripts/bench_scaling.py --data synthetic --loss "{name:ce}" --seeds 0 1 2 \\
-        --parallel 2 --out docs/results/scaling/synthetic -- data.num_users=20000 num_threads=1
+    # generated data (data_modules/synthetic_generator.py settings after --generate),
+    # both models with the same loss, 2 seeds, two single-thread runs at a time
+    python scripts/bench_scaling.py --data synthetic --generate num_users=30000 num_items=2000 \\
+        --loss "{name:ce}" --seeds 0 1 --parallel 2 --out docs/results/scaling/synthetic -- num_threads=1
 
 A size ``DxB`` (or ``DxBxH``) is hidden size D, B blocks and H heads (default 1 for
 SASRec, 2 for HSTU where it divides D). Each model trains with its own config's loss
 unless ``--loss`` replaces it for all (a Hydra dict, e.g. ``"{name:ce}"``), so curves of
-different models can share one objective. Runs already finished in ``--out`` are read,
+different models can share one objective. On generated data the set is written once as a
+sequence file (``OUT/runs/synthetic.txt``) that every run reads, and the table adds the
+ceiling: the NDCG@10 of ranking by the generator's own next-item odds
+(:mod:`train.evaluation.synthetic_ceiling`). Runs already finished in ``--out`` are read,
 not repeated, so a study can be stopped and continued. Extra Hydra overrides go after
 ``--``.
 """
@@ -115,11 +118,65 @@ def check_same_settings(run_dir: Path, overrides: list[str]) -> None:
         )
 
 
-def data_overrides(data: Path | str) -> list[str]:
-    """The generated set (its settings come after ``--``) or a sequence file."""
-    if str(data) == SYNTHETIC:
-        return [f"data={SYNTHETIC}"]
+def data_overrides(data: Path) -> list[str]:
     return ["data=sequence_file", f"data.path={data}", "data.cache=false"]
+
+
+def generator_settings(pairs: list[str]) -> dict[str, int | float]:
+    """``["num_users=30000", "p_sequential=0.7"]`` -> keyword arguments of ``generate``."""
+    import inspect
+
+    from data_modules.synthetic_generator import generate
+
+    known = inspect.signature(generate).parameters
+    settings: dict[str, int | float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--generate {pair!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
+        kind = type(known[key].default)
+        try:
+            settings[key] = kind(value)
+        except ValueError:
+            raise SystemExit(f"--generate {pair!r}: {key} takes a {kind.__name__}") from None
+    return settings
+
+
+def write_generated(settings: dict[str, int | float], out: Path) -> Path:
+    """Generate the set once into ``out/runs/synthetic.txt`` (``user item`` lines in
+    time order, ids + 1); a file of other settings is an error, never overwritten."""
+    from data_modules.synthetic_generator import generate
+
+    path, recorded = out / "runs" / "synthetic.txt", out / "runs" / "synthetic.json"
+    if path.exists():
+        if not recorded.is_file() or json.loads(recorded.read_text()) != settings:
+            raise SystemExit(f"{path} was generated with other settings than --generate; pass another --out")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = generate(**settings).raw
+    part = path.with_suffix(".part")
+    np.savetxt(part, np.stack([raw.user.to_numpy() + 1, raw.item.to_numpy() + 1], axis=1), fmt="%d")
+    part.replace(path)
+    recorded.write_text(json.dumps(settings))
+    return path
+
+
+def ceiling_ndcg(settings: dict[str, int | float], run_dir: Path) -> float:
+    """Test NDCG@10 of the generator's own odds, on the data and protocol of ``run_dir``."""
+    import hydra
+
+    from data_modules.synthetic_generator import generate
+    from train.evaluation.evaluator import evaluate
+    from train.evaluation.synthetic_ceiling import WalkOracle
+    from train.serving.loading import load_recommender
+
+    tables = generate(**settings)
+    _, context = load_recommender(run_dir)
+    data = context.data
+    longest = int(data.histories(0, 1, 2).lengths.max())
+    evaluator = hydra.utils.instantiate(context.cfg.eval, max_history=longest)
+    oracle = WalkOracle(tables.process, data.item_ids - 1, tables.user_cluster[data.user_ids - 1])
+    return evaluate(oracle, data, "test", evaluator)["ndcg@10"]
 
 
 def loss_overrides(loss: str | None) -> list[str]:
@@ -180,8 +237,9 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return float(math.exp(log_a)), float(b), float(r2)
 
 
-def summarise(results: list[RunResult], out: Path) -> str:
-    """Table (mean over seeds) and per-model power-law fits, also written to ``out``."""
+def summarise(results: list[RunResult], out: Path, ceiling: float | None = None) -> str:
+    """Table (mean over seeds), per-model power-law fits and the data's ceiling (when
+    known), also written to ``out``."""
     lines = ["| model | size | dense params | training FLOPs | epochs | val NDCG@10 | test NDCG@10 (mean ± sd) | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     fits = []
@@ -207,6 +265,8 @@ def summarise(results: list[RunResult], out: Path) -> str:
                 f"{a * (10 * params.max()) ** b:.4f}. Against FLOPs: exponent {bf:.4f} (R^2 {r2f:.2f})."
             )
     text = "\n".join(lines) + ("\n\nPower-law fits (log-log least squares):\n" + "\n".join(fits) if fits else "")
+    if ceiling is not None:
+        text += f"\n\nCeiling (ranking by the generator's own next-item odds): test NDCG@10 {ceiling:.4f}"
     (out / "scaling.md").write_text(text + "\n")
     return text
 
@@ -218,8 +278,9 @@ def _by_size(results: list[RunResult]) -> list[tuple[str, list[RunResult]]]:
     return sorted(groups.items(), key=lambda item: item[1][0].dense_params)
 
 
-def plot(results: list[RunResult], out: Path) -> None:
-    """Two log-log panels: test NDCG@10 against dense parameters and against training FLOPs."""
+def plot(results: list[RunResult], out: Path, ceiling: float | None = None) -> None:
+    """Two log-log panels: test NDCG@10 against dense parameters and against training FLOPs
+    (with the data's ceiling as a dashed line when known)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,6 +295,8 @@ def plot(results: list[RunResult], out: Path) -> None:
             err = [np.std([r.test_ndcg10 for r in g]) for _, g in rows]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=model)
     for ax, label in zip(axes, ("dense (non-embedding) parameters", "training FLOPs")):
+        if ceiling is not None:
+            ax.axhline(ceiling, color="grey", linestyle="--", label="ceiling (generator's odds)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(label)
@@ -248,6 +311,8 @@ def plot(results: list[RunResult], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="sequence file (e.g. the SASRec ml-1m.txt) or 'synthetic'")
+    parser.add_argument("--generate", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="with --data synthetic: settings of data_modules.synthetic_generator.generate")
     parser.add_argument("--loss", default=None, help='one loss for every model, a Hydra dict such as "{name:ce}"')
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once (give each num_threads=1)")
     parser.add_argument("--models", nargs="+", default=["sasrec", "hstu"])
@@ -259,14 +324,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "scaling")
     args, extra = parser.parse_known_args()
     extra = [e for e in extra if e != "--"]
-    if args.data != SYNTHETIC:
-        if not Path(args.data).is_file():
-            raise SystemExit(f"--data {args.data}: no such file; pass the sequence file (e.g. ml-1m.txt) or 'synthetic'")
-        args.data = Path(args.data).resolve()
     if args.parallel < 1:
         raise SystemExit(f"--parallel {args.parallel}: must be at least 1")
+    if args.generate and args.data != SYNTHETIC:
+        raise SystemExit("--generate applies to --data synthetic only")
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = generator_settings(args.generate) if args.data == SYNTHETIC else None
+    if settings is not None:
+        args.data = write_generated(settings, args.out)
+    elif not Path(args.data).is_file():
+        raise SystemExit(f"--data {args.data}: no such file; pass the sequence file (e.g. ml-1m.txt) or 'synthetic'")
+    args.data = Path(args.data).resolve()
     plan = [(model, parse_size(text, model), seed) for model in args.models for text in args.sizes for seed in args.seeds]
     with ThreadPoolExecutor(args.parallel) as pool:  # threads only wait on training processes
         run_dirs = list(pool.map(lambda job: train_run(*job, args, extra), plan))
@@ -275,8 +344,9 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(results[0])))
         writer.writeheader()
         writer.writerows(asdict(r) for r in results)
-    print(summarise(results, args.out))
-    plot(results, args.out)
+    ceiling = ceiling_ndcg(settings, run_dirs[0]) if settings is not None else None
+    print(summarise(results, args.out, ceiling))
+    plot(results, args.out, ceiling)
     print(f"\nwritten: {args.out / 'scaling.csv'}, scaling.md, scaling.png")
 
 

@@ -61,3 +61,31 @@ def test_tiny_study_trains_reads_back_and_plots(tmp_path: Path) -> None:
     assert int(large[3]) > int(small[3])  # more blocks and width -> more dense parameters
     assert "N^" in (out / "scaling.md").read_text()
     assert (out / "scaling.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_generated_study_shares_one_loss_and_reports_the_ceiling(tmp_path: Path) -> None:
+    """--data synthetic: one file for every run, --loss replaces HSTU's sampled loss whole,
+    two runs at a time, and the generator's own odds as the ceiling."""
+    out = tmp_path / "study"
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_scaling.py"), "--data", "synthetic",
+           "--generate", "num_users=60", "num_items=40", "min_length=6", "max_length=12",
+           "--models", "sasrec", "hstu", "--sizes", "8x1", "--epochs", "1", "--val-every", "1",
+           "--loss", "{name:ce}", "--parallel", "2", "--out", str(out), "--", "model.net.max_len=10", "num_threads=1"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (out / "runs" / "synthetic.txt").read_text().splitlines()
+    assert 60 * 6 <= len(lines) <= 60 * 12
+    for run in ("sasrec-d8-b1-h1-s0", "hstu-d8-b1-h2-s0"):
+        overrides = (out / "runs" / run / ".hydra" / "overrides.yaml").read_text()
+        assert "+model.task.loss={name:ce}" in overrides and f"data.path={out / 'runs' / 'synthetic.txt'}" in overrides
+    summary = (out / "scaling.md").read_text()
+    ceiling = float(summary.split("test NDCG@10 ")[-1])
+    models = [float(r.split(",")[-1]) for r in (out / "scaling.csv").read_text().splitlines()[1:]]
+    assert len(models) == 2 and 0 < max(models) < ceiling <= 1
+    # The same study again reuses every run; other settings in that folder are refused.
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "training sasrec" not in again.stdout and "training hstu" not in again.stdout
+    other = [c if c != "num_users=60" else "num_users=61" for c in cmd]
+    refused = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "other settings" in refused.stderr
