@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
@@ -34,6 +35,7 @@ class RecDataModule(pl.LightningDataModule):
         self.train_set: Any = None
         self.train_sampler: EpochBatchSampler | None = None
         self._train_pool: PoolSource | None = None
+        self.group_by_length = 0  # batches sorted by example length together (batching.py)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -43,11 +45,17 @@ class RecDataModule(pl.LightningDataModule):
     def num_train_examples(self) -> int:
         return len(self.train_set)
 
+    def example_lengths(self) -> np.ndarray:
+        """Length of each training example, for batches of similar lengths."""
+        raise ValueError(f"{type(self).__name__} has examples of one length; group_by_length does not apply")
+
     def make_train_sampler(self) -> EpochBatchSampler:
         """This rank's shuffled batches, restricted to the curriculum's pool if one is set."""
         rank, world = self._rank_world()
+        group = self.group_by_length
         sampler = EpochBatchSampler(
-            self.num_train_examples(), self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world
+            self.num_train_examples(), self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world,
+            lengths=self.example_lengths() if group else None, group_batches=group,
         )
         if self._train_pool is not None:
             sampler.allowed = self._train_pool()

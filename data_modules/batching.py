@@ -3,6 +3,13 @@
 Building a batch by slicing pre-built arrays is far faster than collating per-example
 Python objects. The sampler also owns the shuffling seed and the rank's shard, so the
 data order is a pure function of (seed, epoch, rank): resuming at an epoch replays it.
+
+Long, uneven histories waste most of a padded batch: a batch mixing 5-item and
+1,000-item windows is 1,000 wide for all its rows. With ``group_batches=N`` (and the
+examples' ``lengths``) each run of N shuffled batches is sorted by length before it is
+cut, and the batches are then shuffled again, so a batch holds windows of similar length
+and is trimmed to them, on every device, while each epoch still visits every example
+once in a random order (the bucketing of fairseq and of Transformers' ``group_by_length``).
 """
 from __future__ import annotations
 
@@ -40,9 +47,14 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        lengths: np.ndarray | None = None,
+        group_batches: int = 0,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        check_group_batches(group_batches)
+        if group_batches and (lengths is None or len(lengths) != num_examples):
+            raise ValueError(f"group_batches={group_batches} needs one length per example ({num_examples})")
         if num_examples < world_size:
             raise ValueError(f"{num_examples} training examples cannot be shared by {world_size} ranks")
         self.num_examples = num_examples
@@ -52,6 +64,8 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.group_batches = group_batches
         self.epoch = 0
         self.allowed: np.ndarray | None = None  # a curriculum may restrict the pool
 
@@ -72,12 +86,37 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[BatchKey]:
         shard = self._shard()
         stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
-        for number, start in enumerate(range(0, stop, self.batch_size)):
-            yield BatchKey(self.epoch, number, shard[start : start + self.batch_size], self.seed + 7919 * self.rank)
+        batches = [shard[start : start + self.batch_size] for start in range(0, stop, self.batch_size)]
+        if self.group_batches and self.shuffle:
+            batches = self._grouped(shard[:stop])
+        for number, indices in enumerate(batches):
+            yield BatchKey(self.epoch, number, indices, self.seed + 7919 * self.rank)
+
+    def _grouped(self, shard: np.ndarray) -> list[np.ndarray]:
+        """The same examples and batch count, batches cut from length-sorted runs of
+        ``group_batches`` batches, then shuffled (the last, shorter batch included)."""
+        span = self.batch_size * self.group_batches
+        batches = []
+        for start in range(0, len(shard), span):
+            run = shard[start : start + span]
+            run = run[np.argsort(-self.lengths[run], kind="stable")]
+            batches.extend(run[i : i + self.batch_size] for i in range(0, len(run), self.batch_size))
+        order = np.random.default_rng([self.seed, self.epoch, self.rank, 1]).permutation(len(batches))
+        return [batches[i] for i in order]
 
     def __len__(self) -> int:
         per_rank = len(self._pool()) // self.world_size
         return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+
+def check_group_batches(value: object) -> int:
+    """``group_by_length`` must be 0 (off) or a positive whole number of batches."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(
+            f"model.datamodule.group_by_length must be 0 (off) or the number of batches sorted by "
+            f"length together, e.g. 50; got {value!r}"
+        )
+    return int(value)
 
 
 def batch_generator(key: BatchKey) -> np.random.Generator:

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from data_modules.base import RecDataModule
-from data_modules.batching import BatchKey
+from data_modules.batching import BatchKey, check_group_batches
 from data_modules.eval_spec import EvalSpec
 from data_modules.interactions import TRAIN, InteractionData
 from data_modules.sequence_windows import MaskedCollate, SequenceTrainingSet, causal_collate
@@ -121,11 +121,16 @@ class SequenceDataModule(RecDataModule):
         sliding_windows: bool | int = False,
         seed: int = 0,
         device_batches: bool = False,
+        group_by_length: int = 0,
     ) -> None:
         super().__init__(data, eval_spec, batch_size, seed)
+        self.group_by_length = check_group_batches(group_by_length)
         windows = SequenceTrainingSet(data.histories(TRAIN), max_len, sliding_windows)
         self.train_set = SequenceBatches(windows, objective, mask_prob, last_item_prob)
         self.device_batches = device_batches
+
+    def example_lengths(self) -> np.ndarray:
+        return self.train_set.windows.lengths
 
     def train_dataloader(self) -> DataLoader:
         """With ``device_batches`` the loader yields batches already on the training device."""
