@@ -44,7 +44,7 @@ if want 4; then
     > "$RESULTS/hstu_large.log" 2>&1
 fi
 if want 5; then
-  timeout 240 python3 scripts/bench_scaling.py --data "$DATA" --models sasrec hstu --sizes 64x2 128x4 256x4 \
+  timeout 240 python3 scripts/bench_scaling.py --data "$DATA" --models sasrec hstu --sizes 64x2 128x4 256x4 --loss "{name:ce}" \
     --epochs 100 --patience 5 --out "$RESULTS/scaling" -- trainer.accelerator=gpu > "$RESULTS/scaling.log" 2>&1
 fi
 find "$RESULTS" -name '*.ckpt' -delete
