@@ -159,3 +159,38 @@ def test_resumed_run_continues_in_place_and_matches_an_uninterrupted_one(tmp_pat
     log = (run_dir / "train.log").read_text()
     assert log.count("Restored all states from the checkpoint") == 1
     assert "pytorch_lightning" in log and log.count("| test |") == 2 and "Run directory:" in log
+
+
+
+@pytest.mark.parametrize(
+    ("callbacks", "saved"),
+    [
+        (["time spent"], False),  # the command's budget: a resume with more time trains on
+        (["time spent", "early stopped"], True),  # early stopping decided too: it stands
+        (["early stopped"], True),
+        (["time left"], True),  # someone else stopped it (e.g. a fit-once task)
+        ([], True),
+    ],
+)
+def test_only_a_stop_by_the_time_limit_is_left_out_of_checkpoints(callbacks: list[str], saved: bool) -> None:
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import EarlyStopping, Timer
+
+    from train.training.stop_request import StopRequest
+
+    made = {
+        "time spent": lambda: Timer(duration=timedelta(0)),
+        "time left": lambda: Timer(duration=timedelta(hours=1)),
+        "early stopped": lambda: EarlyStopping(monitor="val/ndcg@10"),
+    }
+    built = [made[name]() for name in callbacks]
+    for callback in built:
+        if isinstance(callback, EarlyStopping):
+            callback.stopped_epoch = 4
+    request = StopRequest()
+    request.setup(SimpleNamespace(should_stop=True, callbacks=built), None, "fit")
+    assert request.state_dict() == {"should_stop": saved}
+    request.setup(SimpleNamespace(should_stop=False, callbacks=built), None, "fit")
+    assert request.state_dict() == {"should_stop": False}

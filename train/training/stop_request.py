@@ -1,4 +1,4 @@
-"""A stop decision (early stopping) survives a resume.
+"""A stop decision (early stopping) survives a resume; a time limit does not.
 
 Lightning saves the early-stopping counters but not ``trainer.should_stop``. A run killed
 after early stopping ended its fit (while its best checkpoint is validated and tested)
@@ -6,6 +6,10 @@ would, resumed from its ``last.ckpt``, train another epoch before the counters s
 again: more epochs, possibly another best checkpoint. The flag is saved with every
 checkpoint (early stopping decides before the checkpoint callback saves) and set again
 when the resumed fit starts, so it ends where the uninterrupted one did.
+
+A stop by ``trainer.max_time`` alone is not saved: the time limit belongs to the command,
+and ``resume=<run> trainer.max_time=<longer>`` is how a run stopped by its budget gets
+more time (the elapsed time is restored, so the new limit counts the whole run).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import logging
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EarlyStopping, Timer
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,8 @@ class StopRequest(pl.Callback):
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        return {"should_stop": bool(self._trainer is not None and self._trainer.should_stop)}
+        trainer = self._trainer
+        return {"should_stop": bool(trainer is not None and trainer.should_stop and not stopped_by_time_limit(trainer))}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.restored = bool(state_dict.get("should_stop", False))
@@ -39,3 +45,11 @@ class StopRequest(pl.Callback):
                      "written; the resumed run trains no further")
             trainer.should_stop = True
         self.restored = False
+
+
+def stopped_by_time_limit(trainer: pl.Trainer) -> bool:
+    """True when the time limit is spent and no early stopping has decided to stop."""
+    if any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0 for cb in trainer.callbacks):
+        return False
+    remaining = [cb.time_remaining() for cb in trainer.callbacks if isinstance(cb, Timer)]
+    return any(seconds is not None and seconds <= 0 for seconds in remaining)
