@@ -86,9 +86,10 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[BatchKey]:
         shard = self._shard()
         stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
-        batches = [shard[start : start + self.batch_size] for start in range(0, stop, self.batch_size)]
         if self.group_batches and self.shuffle:
             batches = self._grouped(shard[:stop])
+        else:
+            batches = [shard[start : start + self.batch_size] for start in range(0, stop, self.batch_size)]
         for number, indices in enumerate(batches):
             yield BatchKey(self.epoch, number, indices, self.seed + 7919 * self.rank)
 
