@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_modules.synthetic_generator import SyntheticTables, generate
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HEADS = {"sasrec": 1, "hstu": 2}
 SYNTHETIC = "synthetic"
@@ -126,8 +128,6 @@ def generator_settings(pairs: list[str]) -> dict[str, int | float]:
     """``["num_users=30000", "p_sequential=0.7"]`` -> keyword arguments of ``generate``."""
     import inspect
 
-    from data_modules.synthetic_generator import generate
-
     known = inspect.signature(generate).parameters
     settings: dict[str, int | float] = {}
     for pair in pairs:
@@ -142,18 +142,16 @@ def generator_settings(pairs: list[str]) -> dict[str, int | float]:
     return settings
 
 
-def write_generated(settings: dict[str, int | float], out: Path) -> Path:
-    """Generate the set once into ``out/runs/synthetic.txt`` (``user item`` lines in
-    time order, ids + 1); a file of other settings is an error, never overwritten."""
-    from data_modules.synthetic_generator import generate
-
+def write_generated(tables: SyntheticTables, settings: dict[str, int | float], out: Path) -> Path:
+    """Write the generated set once into ``out/runs/synthetic.txt`` (``user item`` lines
+    in time order, ids + 1); a file of other settings is an error, never overwritten."""
     path, recorded = out / "runs" / "synthetic.txt", out / "runs" / "synthetic.json"
     if path.exists():
         if not recorded.is_file() or json.loads(recorded.read_text()) != settings:
             raise SystemExit(f"{path} was generated with other settings than --generate; pass another --out")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = generate(**settings).raw
+    raw = tables.raw
     part = path.with_suffix(".part")
     np.savetxt(part, np.stack([raw.user.to_numpy() + 1, raw.item.to_numpy() + 1], axis=1), fmt="%d")
     part.replace(path)
@@ -161,16 +159,14 @@ def write_generated(settings: dict[str, int | float], out: Path) -> Path:
     return path
 
 
-def ceiling_ndcg(settings: dict[str, int | float], run_dir: Path) -> float:
+def ceiling_ndcg(tables: SyntheticTables, run_dir: Path) -> float:
     """Test NDCG@10 of the generator's own odds, on the data and protocol of ``run_dir``."""
     import hydra
 
-    from data_modules.synthetic_generator import generate
     from train.evaluation.evaluator import evaluate
     from train.evaluation.synthetic_ceiling import WalkOracle
     from train.serving.loading import load_recommender
 
-    tables = generate(**settings)
     _, context = load_recommender(run_dir)
     data = context.data
     longest = int(data.histories(0, 1, 2).lengths.max())
@@ -331,8 +327,9 @@ def main() -> None:
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     settings = generator_settings(args.generate) if args.data == SYNTHETIC else None
-    if settings is not None:
-        args.data = write_generated(settings, args.out)
+    tables = generate(**settings) if settings is not None else None  # for the file and the ceiling
+    if tables is not None:
+        args.data = write_generated(tables, settings, args.out)
     elif not Path(args.data).is_file():
         raise SystemExit(f"--data {args.data}: no such file; pass the sequence file (e.g. ml-1m.txt) or 'synthetic'")
     args.data = Path(args.data).resolve()
@@ -344,7 +341,7 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(results[0])))
         writer.writeheader()
         writer.writerows(asdict(r) for r in results)
-    ceiling = ceiling_ndcg(settings, run_dirs[0]) if settings is not None else None
+    ceiling = ceiling_ndcg(tables, run_dirs[0]) if tables is not None else None
     print(summarise(results, args.out, ceiling))
     plot(results, args.out, ceiling)
     print(f"\nwritten: {args.out / 'scaling.csv'}, scaling.md, scaling.png")
