@@ -34,7 +34,10 @@ STAMP = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
 
 
 def wandb_records(run_file: Path) -> Iterator[Any]:
-    """The protobuf records of an offline run's ``.wandb`` file, in order."""
+    """The complete protobuf records of an offline run's ``.wandb`` file, in order.
+
+    W&B's writer process may be appending while this reads; a record whose bytes are not
+    all there yet ends the scan (``offline_runs`` polls until the exit record)."""
     from wandb.proto import wandb_internal_pb2
 
     raw = run_file.read_bytes()
@@ -46,6 +49,8 @@ def wandb_records(run_file: Path) -> Iterator[Any]:
             continue
         _crc, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
         if kind == 0 and length == 0:
+            break
+        if pos + 7 + length > len(raw):  # the writer is still appending this record
             break
         pending += raw[pos + 7:pos + 7 + length]
         pos += 7 + length
