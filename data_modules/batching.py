@@ -10,6 +10,14 @@ examples' ``lengths``) each run of N shuffled batches is sorted by length before
 cut, and the batches are then shuffled again, so a batch holds windows of similar length
 and is trimmed to them, on every device, while each epoch still visits every example
 once in a random order (the bucketing of fairseq and of Transformers' ``group_by_length``).
+
+Grouping makes batches of very different sizes: a batch of 5-item histories holds a
+fraction of the targets of a batch of long ones. A loss averaged per batch would then
+give each target of a short batch far more weight than a target of a long one (and the
+model would learn more slowly, measured in docs/hstu.md). So a grouped batch also carries
+``weight``: its share of the epoch's targets, ``sum(lengths in batch) / mean over the
+epoch's batches``. Multiplying the batch's mean loss by it weighs every target alike,
+as one mean over the epoch's targets would (``lengths`` count each example's targets).
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ class BatchKey:
     number: int
     indices: np.ndarray
     seed: int
+    weight: float | None = None  # the batch's share of the epoch's targets (grouped batches only)
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
@@ -50,6 +59,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         lengths: np.ndarray | None = None,
         group_batches: int = 0,
     ) -> None:
+        """``lengths``: each example's target count (grouping sorts by it and weighs by it)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         check_group_batches(group_batches)
@@ -86,12 +96,20 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[BatchKey]:
         shard = self._shard()
         stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
-        if self.group_batches and self.shuffle:
+        grouped = bool(self.group_batches and self.shuffle)
+        if grouped:
             batches = self._grouped(shard[:stop])
         else:
             batches = [shard[start : start + self.batch_size] for start in range(0, stop, self.batch_size)]
-        for number, indices in enumerate(batches):
-            yield BatchKey(self.epoch, number, indices, self.seed + 7919 * self.rank)
+        weights = self._target_weights(batches) if grouped else [None] * len(batches)
+        for number, (indices, weight) in enumerate(zip(batches, weights)):
+            yield BatchKey(self.epoch, number, indices, self.seed + 7919 * self.rank, weight)
+
+    def _target_weights(self, batches: list[np.ndarray]) -> list[float]:
+        """Each batch's targets over the mean per batch of this rank's epoch (mean 1)."""
+        targets = np.array([self.lengths[b].sum() for b in batches], dtype=np.float64)
+        mean = targets.mean() if len(targets) else 1.0
+        return (targets / mean).tolist() if mean > 0 else [1.0] * len(batches)
 
     def _grouped(self, shard: np.ndarray) -> list[np.ndarray]:
         """The same examples and batch count, batches cut from length-sorted runs of

@@ -87,11 +87,14 @@ class SequenceBatches(torch.utils.data.Dataset):
             self.masked.generator = torch.Generator(self.device).manual_seed(seed)
             batch = self.masked(raw)
         # Drop columns that are padding for the whole batch: short histories cost less.
-        longest = int(self._history_lengths(self.windows.lengths[key.indices]).max(initial=1))
+        longest = int(self.history_lengths(self.windows.lengths[key.indices]).max(initial=1))
         first = self.max_len - longest
-        return {k: (v[:, first:] if v.dim() == 2 else v) for k, v in batch.items()}
+        batch = {k: (v[:, first:] if v.dim() == 2 else v) for k, v in batch.items()}
+        if key.weight is not None:  # grouped batches: weigh every target alike (batching.py)
+            batch["loss_weight"] = torch.tensor(key.weight, dtype=torch.float32, device=self.device)
+        return batch
 
-    def _history_lengths(self, window_lengths: np.ndarray) -> np.ndarray:
+    def history_lengths(self, window_lengths: np.ndarray) -> np.ndarray:
         """Real (non-padding) history positions of each row, from its window's item count."""
         if self.masked is None:  # the window's last item is only a target
             return np.minimum(window_lengths, self.max_len + 1) - 1
@@ -130,7 +133,9 @@ class SequenceDataModule(RecDataModule):
         self.device_batches = device_batches
 
     def example_lengths(self) -> np.ndarray:
-        return self.train_set.windows.lengths
+        """Real history positions of each window: its width in a batch and, for the causal
+        objective, its target count (masked targets are a fixed share of it on average)."""
+        return self.train_set.history_lengths(self.train_set.windows.lengths)
 
     def train_dataloader(self) -> DataLoader:
         """With ``device_batches`` the loader yields batches already on the training device."""

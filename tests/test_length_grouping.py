@@ -6,9 +6,11 @@ from pathlib import Path
 import hydra
 import numpy as np
 import pytest
+import torch
 
-from data_modules.batching import EpochBatchSampler
+from data_modules.batching import BatchKey, EpochBatchSampler
 from tests.helpers import tiny_config
+from train.building import build_with_data
 
 # Heavy-tailed history lengths, like real logs (most short, a few very long).
 LENGTHS = np.minimum(np.random.default_rng(0).lognormal(3.0, 1.2, 1000).astype(int) + 2, 1025)
@@ -68,7 +70,7 @@ def test_the_data_module_groups_its_windows_and_trims_each_batch(tmp_path: Path)
     data = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.model.datamodule, _partial_=True)(data=data, eval_spec=None, seed=0)
     module.setup("fit")
-    window_lengths = module.example_lengths()
+    window_lengths = module.example_lengths()  # history positions: a window's items less its last target
     widths, grouped_cost = [], 0
     for batch in module.train_dataloader():
         history = batch["history"]
@@ -77,9 +79,44 @@ def test_the_data_module_groups_its_windows_and_trims_each_batch(tmp_path: Path)
         widths.append(history.shape[1])
         grouped_cost += history.numel()
     sampler = EpochBatchSampler(len(window_lengths), 8, seed=0)
-    plain_cost = sum(len(k.indices) * (window_lengths[k.indices].max() - 1) for k in sampler)
+    plain_cost = sum(len(k.indices) * window_lengths[k.indices].max() for k in sampler)
     assert grouped_cost < plain_cost
     assert len(set(widths)) > 1
+
+
+def test_grouped_batches_carry_their_share_of_the_epochs_targets() -> None:
+    keys = list(EpochBatchSampler(len(LENGTHS), 32, seed=9, lengths=LENGTHS, group_batches=50))
+    targets = np.array([LENGTHS[k.indices].sum() for k in keys])
+    np.testing.assert_allclose([k.weight for k in keys], targets * len(keys) / targets.sum())
+    assert max(k.weight for k in keys) > 10 * min(k.weight for k in keys)  # short and long batches differ
+    assert all(k.weight is None for k in EpochBatchSampler(len(LENGTHS), 32, seed=9))  # plain batches: no weight
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_weighted_grouped_losses_average_to_the_mean_over_every_target(tmp_path: Path) -> None:
+    """An epoch of grouped batches, each loss times its weight, averages to the loss of
+    one batch holding every window: each target counts once, whatever its batch."""
+    cfg = tiny_config(tmp_path, "model=sasrec", "data.min_length=3", "data.max_length=28", "model.net.max_len=30",
+                      "model.task.loss.name=ce", "model.datamodule.batch_size=8", "model.datamodule.group_by_length=6")
+    data = hydra.utils.instantiate(cfg.data)
+    module = hydra.utils.instantiate(cfg.model.datamodule, _partial_=True)(data=data, eval_spec=None, seed=0)
+    module.setup("fit")
+    torch.manual_seed(0)
+    model = build_with_data(cfg.model.net, data)
+    task = build_with_data(cfg.model.task, data, model=model, evaluator=hydra.utils.instantiate(cfg.eval))
+    task.setup("fit")
+    with torch.no_grad():  # large random weights: targets' losses differ widely, as after training
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 1.0)
+    model.eval()  # no dropout: the same function for every batch
+    with torch.no_grad():
+        batches = list(module.train_dataloader())
+        weighted = [float(task.training_step(b, i)) for i, b in enumerate(batches)]
+        plain = [float(task.training_loss(b)) for b in batches]
+        everything = module.train_set[BatchKey(0, 0, np.arange(module.num_train_examples()), 0)]
+        expected = float(task.training_loss(everything))
+    assert np.mean(weighted) == pytest.approx(expected, rel=1e-4)
+    assert abs(np.mean(plain) - expected) > 1e-3 * expected  # a mean of batch means is not it
 
 
 def test_other_modules_refuse_it(tmp_path: Path) -> None:

@@ -52,11 +52,14 @@ class RecTask(pl.LightningModule):
         self.log("train/loss_step", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=size)
         # The epoch mean over every rank's batches: synced once per epoch, not at every step.
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=size)
-        return loss
+        weight = batch.get("loss_weight")
+        # Batches of uneven size (grouped by length) carry their share of the epoch's
+        # targets, so every target weighs the same (data_modules/batching.py).
+        return loss if weight is None else loss * weight
 
     @staticmethod
     def _batch_size(batch: dict[str, Tensor]) -> int:
-        return len(next(iter(batch.values())))
+        return len(next(v for v in batch.values() if v.dim() > 0))
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
