@@ -79,6 +79,20 @@ def test_full_cross_entropy_gradients_match_autograd_reference(chunk_rows, with_
         torch.testing.assert_close(g.double(), r, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("chunk_rows", [0, 4])
+def test_full_cross_entropy_stays_exact_for_hopeless_rows(chunk_rows) -> None:
+    """A target scored hundreds below the best item has a probability that underflows in
+    fp32; its loss is still logsumexp - target score (a float64 reference)."""
+    hidden, table, bias, targets = tiny()
+    hidden = hidden.clone()
+    hidden[1] *= 400.0  # huge scores: the row's target probability is 0 in fp32
+    scores = hidden.double() @ table.double().T
+    assert float(torch.softmax(scores.float(), 1)[1, targets[1]]) < 1e-30
+    expected = float((torch.logsumexp(scores, 1) - scores.gather(1, targets[:, None]).squeeze(1)).mean())
+    value = float(make_loss("ce", I, chunk_rows=chunk_rows)(hidden, targets, table))
+    assert math.isfinite(value) and value == pytest.approx(expected, rel=1e-5)
+
+
 def test_full_cross_entropy_under_bf16_autocast_is_close() -> None:
     hidden, table, bias, targets = tiny()
     loss = make_loss("ce", I)
