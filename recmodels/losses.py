@@ -226,7 +226,9 @@ def _target_nll(scores: Tensor, probs: Tensor, targets: Tensor) -> Tensor:
 
     Where the target's probability is too small for its logarithm to be accurate in fp32
     (below 1e-30, or zero), the row's value is recomputed from the scores as
-    logsumexp - target score, so the loss stays exact for hopeless rows too.
+    logsumexp - target score, so the loss stays exact for hopeless rows too. (The check
+    waits for the block on an accelerator; blocks are streamed there only for catalogues
+    too large for one fused matrix, so they are few and large.)
     """
     picked = probs.gather(1, targets[:, None]).squeeze(1)
     nll = -picked.log()
