@@ -161,7 +161,6 @@ def test_resumed_run_continues_in_place_and_matches_an_uninterrupted_one(tmp_pat
     assert "pytorch_lightning" in log and log.count("| test |") == 2 and "Run directory:" in log
 
 
-
 @pytest.mark.parametrize(
     ("callbacks", "saved"),
     [
