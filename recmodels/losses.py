@@ -163,44 +163,43 @@ class _StreamedCrossEntropy(torch.autograd.Function):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         need_any = need_h or need_w or need_b
         device = hidden.device
-        total = torch.zeros((), device=device, dtype=torch.float64)
         grad_h = torch.empty(hidden.shape, device=device) if need_h else None
         grad_w = torch.zeros(table.shape, device=device) if need_w else None
         grad_b = torch.zeros(num_items, device=device) if need_b else None
+        picked = torch.empty(n, 1, device=device)  # softmax probability of each target
         with torch.autocast(device.type, enabled=False):
             h, w = hidden.detach().to(dtype), table.detach().to(dtype)
-            # One score buffer for all blocks: a fresh [rows, num_items] per block costs an
-            # allocation, and page faults whenever the allocator has handed the memory back.
-            buffer = torch.empty(min(rows, n), num_items, device=device)
-            probs_buffer = torch.empty_like(buffer)
+            b = bias.detach() if bias is not None else None
+            block_rows = min(rows, n)
+            # One block buffer for all blocks, turned into probabilities in place: a
+            # fresh [rows, num_items] per block costs an allocation (and page faults), and
+            # a second buffer would push the block out of the core's cache.
+            block = torch.empty(block_rows, num_items, device=device)
+            minus_one = torch.full((block_rows, 1), -1.0, device=device)
+            target_col = targets[:, None]
             for start in range(0, n, rows):
-                hb, tb = h[start : start + rows], targets[start : start + rows]
-                scores = buffer[: hb.shape[0]]
-                if dtype == torch.float32:
-                    torch.mm(hb, w.T, out=scores)
-                else:
-                    scores.copy_(torch.mm(hb, w.T))
-                if bias is not None:
-                    scores.add_(bias.detach())
-                # One fused softmax kernel: half the time of separate max, exp, sum and
-                # divide passes over the block on CPU.
-                probs = torch.softmax(scores, dim=1, out=probs_buffer[: hb.shape[0]])
-                total += _target_nll(scores, probs, tb).sum(dtype=torch.float64)
+                stop = min(start + rows, n)
+                hb, tb = h[start:stop], target_col[start:stop]
+                probs = _block_softmax(block[: stop - start], hb, w, b, dtype)
+                torch.gather(probs, 1, tb, out=picked[start:stop])
                 if not need_any:
                     continue
-                probs[torch.arange(hb.shape[0], device=device), tb] -= 1.0
+                probs.scatter_add_(1, tb, minus_one[: stop - start])  # softmax - onehot
                 if need_b:
-                    grad_b += probs.sum(0)
+                    grad_b.add_(probs.sum(0))
                 probs = probs.to(dtype)
                 if need_h and dtype == torch.float32:
-                    torch.mm(probs, w, out=grad_h[start : start + rows])
+                    torch.mm(probs, w, out=grad_h[start:stop])
                 elif need_h:
-                    grad_h[start : start + rows] = torch.mm(probs, w)
+                    grad_h[start:stop] = torch.mm(probs, w)
                 if need_w:
                     if dtype == torch.float32:
                         grad_w.addmm_(probs.T, hb)
                     else:
                         grad_w += torch.mm(probs.T, hb)
+            total = _target_nll(picked.squeeze(1), hidden.detach(), table.detach(), b, targets).sum(
+                dtype=torch.float64
+            )
         ctx.n = n
         ctx.dtypes = (hidden.dtype, table.dtype)
         ctx.save_for_backward(
@@ -221,22 +220,47 @@ class _StreamedCrossEntropy(torch.autograd.Function):
         return grads[0], grads[1], grads[2], None, None, None
 
 
-def _target_nll(scores: Tensor, probs: Tensor, targets: Tensor) -> Tensor:
-    """-log softmax(scores)[target] per row, from the softmax ``probs`` of ``scores``.
+def _block_softmax(
+    block: Tensor, hidden: Tensor, table: Tensor, bias: Tensor | None, dtype: torch.dtype
+) -> Tensor:
+    """softmax(hidden @ table^T + bias) of one block of rows, written into ``block``.
 
-    Where the target's probability is too small for its logarithm to be accurate in fp32
-    (below 1e-30, or zero), the row's value is recomputed from the scores as
-    logsumexp - target score, so the loss stays exact for hopeless rows too. (The check
-    waits for the block on an accelerator; blocks are streamed there only for catalogues
-    too large for one fused matrix, so they are few and large.)
+    The fp32 scores are formed by one ``addmm`` into the buffer and normalised there by
+    one fused softmax kernel (torch's row-wise CPU softmax reads each row before writing
+    it, so in place is exact; the loss and gradient tests check it against autograd).
     """
-    picked = probs.gather(1, targets[:, None]).squeeze(1)
+    if dtype == torch.float32:
+        if bias is None:
+            torch.mm(hidden, table.T, out=block)
+        else:
+            torch.addmm(bias, hidden, table.T, out=block)
+    else:
+        block.copy_(torch.mm(hidden, table.T))
+        if bias is not None:
+            block.add_(bias)
+    return torch.softmax(block, dim=1, out=block)
+
+
+def _target_nll(
+    picked: Tensor, hidden: Tensor, table: Tensor, bias: Tensor | None, targets: Tensor
+) -> Tensor:
+    """-log softmax(scores)[target] per row, from the target's softmax probability.
+
+    Where that probability is too small for its logarithm to be accurate in fp32 (below
+    1e-30, or zero), the row is rescored in fp32 and its value recomputed as
+    logsumexp - target score, so the loss stays exact for hopeless rows too. Checked once
+    per batch, after the blocks: the rare rows cost one small product, and the blocks
+    never wait on the check.
+    """
     nll = -picked.log()
     tiny = picked < 1e-30
     if tiny.any():
         rows = tiny.nonzero().squeeze(1)
-        block = scores[rows]
-        nll[rows] = torch.logsumexp(block, dim=1) - block.gather(1, targets[rows][:, None]).squeeze(1)
+        scores = hidden[rows].float() @ table.float().T
+        if bias is not None:
+            scores = scores + bias
+        target_scores = scores.gather(1, targets[rows][:, None]).squeeze(1)
+        nll[rows] = torch.logsumexp(scores, dim=1) - target_scores
     return nll
 
 

@@ -12,8 +12,10 @@ from recmodels.transformer import (
     LayerNorm,
     SelfAttention,
     TransformerEncoder,
+    causal_shift,
     cpu_keep_mask,
     length_groups,
+    roll_rows,
 )
 
 D = 16
@@ -147,6 +149,50 @@ def test_length_grouping_is_exact_including_gradients(causal: bool) -> None:
     for a, b in zip(p3, p1):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     assert len(length_groups(valid, D, max_groups=3)) > 1  # the grouped path really ran
+
+
+def masked_encode(enc: TransformerEncoder, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The encoder's blocks run on the unrolled batch with the explicit causal+padding mask."""
+    mask, is_causal = enc.attention_mask(valid)
+    for block in enc.blocks:
+        x = block(x, mask, is_causal)
+    return enc.norm(x).masked_fill(~valid[..., None], 0.0)
+
+
+def test_rolled_causal_path_equals_the_masked_path_including_gradients() -> None:
+    lengths = [10, 1, 0, 7, 3]
+    x, valid = left_padded_batch(lengths, length=10)
+    enc = make_encoder(causal=True, max_groups=1, seed=5)
+    assert causal_shift(valid).tolist() == [0, 9, 0, 3, 7]  # the empty row stays put
+    results = []
+    for encode in (enc._encode, lambda a, v: masked_encode(enc, a, v)):
+        xi = x.clone().requires_grad_(True)
+        out = encode(xi, valid)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out, xi.grad, [p.grad.clone() for p in enc.blocks.parameters()]))
+        enc.zero_grad()
+    (o1, g1, p1), (o2, g2, p2) = results
+    torch.testing.assert_close(o1, o2, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+    for a, b in zip(p1, p2):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_roll_rows_by_hand_and_back() -> None:
+    x = torch.arange(12).view(3, 4)
+    shift = torch.tensor([0, 1, 3])
+    assert roll_rows(x, shift).tolist() == [[0, 1, 2, 3], [5, 6, 7, 4], [11, 8, 9, 10]]
+    assert torch.equal(roll_rows(roll_rows(x, shift), -shift), x)
+
+
+def test_rows_with_holes_or_no_padding_keep_the_explicit_mask() -> None:
+    holes = torch.tensor([[False, True, False, True], [True, True, True, True]])
+    assert causal_shift(holes) is None
+    assert causal_shift(torch.ones(2, 4, dtype=torch.bool)) is None
+    enc = make_encoder(causal=True, max_groups=1)
+    x = torch.randn(2, 4, D) * holes[..., None]
+    with torch.no_grad():
+        torch.testing.assert_close(enc._encode(x, holes), masked_encode(enc, x, holes))
 
 
 def test_length_groups_minimise_cost_by_brute_force() -> None:
