@@ -15,7 +15,8 @@ Steps, in order (each one counted in ``report``):
 5. dense ids: ``0..n-1`` in sorted raw-id order (already dense 0-based ids stay the same).
 6. split: ``loo`` (last -> TEST, second-last -> VAL; users with fewer than 3 rows are
    kept in TRAIN or dropped, see ``short_users``), ``ratio`` (per-user chronological
-   fractions), ``time`` (global timestamp cutoffs) or ``given`` (the raw ``split`` column).
+   fractions), ``time`` (global timestamp cutoffs) or ``given`` (the raw ``split`` column);
+   ``validation: train`` then trains on the validation rows too (no validation set).
 
 :func:`require_eval_rows` (run by every file source) then refuses a split that left no
 validation or test rows, before any training.
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("loo", "ratio", "time", "given")
 SHORT_USERS = ("train_only", "drop")
+# holdout: validation interactions are held out (checkpoints chosen on them); train: they
+# are trained on too, so no validation set remains (protocol=refit: fixed epochs, last
+# checkpoint tested).
+VALIDATION_MODES = ("holdout", "train")
 # Tables at least this long get a stage progress bar.
 PROGRESS_MIN_ROWS = 200_000
 
@@ -57,9 +62,14 @@ class PreprocessConfig:
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     time_cutoffs: tuple[float, float] | None = None
     time_quantiles: tuple[float, float] | None = None
+    validation: str = "holdout"
 
     def __post_init__(self) -> None:
         self._check_types()
+        if self.validation not in VALIDATION_MODES:
+            raise ValueError(
+                f"preprocess.validation={self.validation!r} is unknown; use one of {VALIDATION_MODES}"
+            )
         if self.split not in SPLITS:
             raise ValueError(f"preprocess.split={self.split!r} is unknown; use one of {SPLITS}")
         if self.short_users not in SHORT_USERS:
@@ -125,6 +135,14 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def cache_settings(self) -> dict[str, Any]:
+        """:meth:`to_dict` without options added later that are at their default, so
+        caches built before those options existed stay valid."""
+        return {k: v for k, v in self.to_dict().items() if _LATER_DEFAULTS.get(k, object()) != v}
+
+
+_LATER_DEFAULTS = {"validation": "holdout"}
 
 
 def _is_int(value: Any) -> bool:
@@ -389,6 +407,16 @@ def _count_ids(codes: np.ndarray) -> int:
 
 
 def _split(table: Table, cfg: PreprocessConfig, report: dict) -> Table:
+    """Assign TRAIN/VAL/TEST, then (``validation: train``) fold VAL into TRAIN."""
+    table = _assign_split(table, cfg, report)
+    if cfg.validation == "train":
+        folded = table["split"] == VAL
+        report["split"]["validation_rows_trained_on"] = int(folded.sum())
+        table = {**table, "split": np.where(folded, np.int8(TRAIN), table["split"]).astype(np.int8)}
+    return table
+
+
+def _assign_split(table: Table, cfg: PreprocessConfig, report: dict) -> Table:
     """Assign TRAIN/VAL/TEST; ``table`` is sorted by (user, timestamp)."""
     if cfg.split == "given":
         report["split"] = {"method": "given"}
@@ -482,6 +510,8 @@ def require_eval_rows(data: InteractionData, config: PreprocessConfig | Mapping[
 
 
 def _wants_validation(cfg: PreprocessConfig) -> bool:
+    if cfg.validation == "train":
+        return False
     if cfg.split == "ratio":
         return cfg.ratios[1] > 0
     if cfg.split == "time":

@@ -124,5 +124,5 @@ class Loader:
         folder = None
         if self.cache:
             folder = Path(self.cache_dir) if self.cache_dir else Path(data_root) / ".cache"
-        key = {"source": source, **settings, "preprocess": self.config.to_dict()}
+        key = {"source": source, **settings, "preprocess": self.config.cache_settings()}
         return load_or_build(build, name=self.name, settings=key, files=list(files), cache_dir=folder)

@@ -75,8 +75,9 @@ def scorer(model: Recommender, ctx: RunContext) -> tuple[nn.Module, str, Tensor]
 
 
 def example_histories(ctx: RunContext, batch: int) -> Tensor:
-    """Histories whose trace is exact for every input: row 0 partly padded (the padded
-    attention path, also exact without padding), the last row full length (no trimming)."""
+    """Histories whose trace is exact for every left-padded input: row 0 partly padded (the
+    padded attention path, also exact without padding), the last row full length (no
+    trimming)."""
     users = np.arange(max(2, min(batch, ctx.data.num_users))) % ctx.data.num_users
     history = ctx.known.padded(users, ctx.max_history)
     history[0, : max(1, ctx.max_history // 2)] = PAD

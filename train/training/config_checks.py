@@ -299,14 +299,21 @@ def _check_monitor(cfg: DictConfig) -> None:
     """``monitor`` (and ``optimized_metric``) must be a metric validation will log, or
     checkpointing fails after the first validation, with a trained epoch lost."""
     valid = validation_metrics(cfg.eval)
+    trains_on_validation = OmegaConf.select(cfg, "data.preprocess.validation") == "train"
+    if trains_on_validation and cfg.get("monitor") is not None:
+        raise ConfigError(
+            f"data.preprocess.validation=train trains on the validation rows, so monitor="
+            f"{cfg.get('monitor')!r} has nothing to choose a checkpoint with; use protocol=refit "
+            "(fixed epochs, the last checkpoint tested) or data.preprocess.validation=holdout"
+        )
     for key in ("monitor", "optimized_metric"):
         value = cfg.get(key)
-        if key == "optimized_metric" and value is None:
+        if value is None and (key == "optimized_metric" or trains_on_validation):
             continue
         if not isinstance(value, str) or not value.startswith("val/"):
             raise ConfigError(
                 f"{key}={value!r}: the checkpoint must be chosen on a validation metric (val/...), "
-                f"never test, e.g. {key}={valid[0]}"
+                f"never test, e.g. {key}={valid[0]} (or protocol=refit: no validation, fixed epochs)"
             )
         if value not in valid:
             raise ConfigError(f"{key}={value!r} is not a metric validation logs; {_closest(value, valid, cfg)}")

@@ -16,9 +16,10 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
+from data_modules.interactions import VAL
 from train.runs.artifacts import save_run_artifacts
 from train.building import build_with_data, instantiate_with
-from train.training.config_checks import check_memory_fit
+from train.training.config_checks import ConfigError, check_memory_fit
 from train.training.console import console_callbacks, count_parameters, quiet_loggers, quiet_third_party
 from train.training.atomic_checkpoints import atomic_checkpoints
 from train.training.checkpoint_checksums import checksum_checkpoints
@@ -44,7 +45,8 @@ def checkpoint_callback(callbacks: list[pl.Callback]) -> ModelCheckpoint | None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train, keep the best checkpoint by ``cfg.monitor``, test it, write metrics.json."""
+    """Train, keep the best checkpoint by ``cfg.monitor`` (``protocol=refit``: the last),
+    test it, write metrics.json."""
     register_resolvers()  # ${recflow.precision:} in trainer configs composed outside the commands
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -56,6 +58,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data = align_with_previous_run(data, cfg.get("init_from"))  # old raw ids keep their rows
     check_memory_fit(cfg, data.num_items)  # the item table and loss fit, or an error naming the fix
     log.info(data.summary())
+    has_validation = bool((data.column("split") == VAL).any())
+    if not has_validation and cfg.get("monitor") is not None:
+        raise ConfigError(
+            f"{data.name}'s split has no validation rows, so monitor={cfg.monitor!r} has nothing to "
+            "choose a checkpoint with; give the split a validation part (e.g. preprocess.ratios "
+            "[0.8, 0.1, 0.1]) or train a fixed number of epochs and test the last: protocol=refit"
+        )
     evaluator = hydra.utils.instantiate(cfg.eval)
     model = build_with_data(cfg.model.net, data)
     for initialise in (cfg.model.get("initialisers") or {}).values():
@@ -81,7 +90,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     checkpoint = checkpoint_callback(callbacks)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-    val = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    # protocol=refit trained on the validation rows: there is nothing left to validate on.
+    val = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0] if has_validation else {}
     test = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
     if trainer.is_global_zero:  # what infer/serve/profile reload
         save_run_artifacts(output_dir, cfg, data, best, model=model)
