@@ -11,6 +11,7 @@ from typing import Any, Callable
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from data_modules.interactions import VAL, InteractionData
 from data_modules.preprocessing import PreprocessConfig
 from train.building import FEATURE_KEYS
 from train.evaluation.metrics import DEFAULT_METRICS, check_ks, check_metrics
@@ -293,6 +294,20 @@ def validation_metrics(eval_cfg: Any) -> list[str]:
         metrics = tuple(m for m in metrics if m != "coverage") or ("hr",)
     names = [f"val/{m}@{k}" for k in ks for m in metrics]
     return names + (["val/mrr"] if "mrr" in metrics else [])
+
+
+def check_validation_rows(cfg: DictConfig, data: InteractionData) -> bool:
+    """Whether ``data`` has validation rows. Without them nothing can choose a checkpoint,
+    so a ``monitor`` is refused here, before an epoch is spent (Lightning would fail at
+    the first epoch's end)."""
+    has_validation = bool((data.column("split") == VAL).any())
+    if not has_validation and cfg.get("monitor") is not None:
+        raise ConfigError(
+            f"{data.name}'s split has no validation rows, so monitor={cfg.monitor!r} has nothing to "
+            "choose a checkpoint with; give the split a validation part (e.g. preprocess.ratios "
+            "[0.8, 0.1, 0.1]) or train a fixed number of epochs and test the last: protocol=refit"
+        )
+    return has_validation
 
 
 def _check_monitor(cfg: DictConfig) -> None:

@@ -16,10 +16,9 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from data_modules.interactions import VAL
 from train.runs.artifacts import save_run_artifacts
 from train.building import build_with_data, instantiate_with
-from train.training.config_checks import ConfigError, check_memory_fit
+from train.training.config_checks import check_memory_fit, check_validation_rows
 from train.training.console import console_callbacks, count_parameters, quiet_loggers, quiet_third_party
 from train.training.atomic_checkpoints import atomic_checkpoints
 from train.training.checkpoint_checksums import checksum_checkpoints
@@ -58,13 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data = align_with_previous_run(data, cfg.get("init_from"))  # old raw ids keep their rows
     check_memory_fit(cfg, data.num_items)  # the item table and loss fit, or an error naming the fix
     log.info(data.summary())
-    has_validation = bool((data.column("split") == VAL).any())
-    if not has_validation and cfg.get("monitor") is not None:
-        raise ConfigError(
-            f"{data.name}'s split has no validation rows, so monitor={cfg.monitor!r} has nothing to "
-            "choose a checkpoint with; give the split a validation part (e.g. preprocess.ratios "
-            "[0.8, 0.1, 0.1]) or train a fixed number of epochs and test the last: protocol=refit"
-        )
+    has_validation = check_validation_rows(cfg, data)  # none: only with protocol=refit
     evaluator = hydra.utils.instantiate(cfg.eval)
     model = build_with_data(cfg.model.net, data)
     for initialise in (cfg.model.get("initialisers") or {}).values():
