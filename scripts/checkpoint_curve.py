@@ -22,6 +22,7 @@ import hydra
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from data_modules.interactions import VAL
 from train.evaluation import evaluate
 from train.runs.checkpoints import load_weights
 from train.serving import load_recommender
@@ -46,6 +47,11 @@ def curve(run_dir: Path, metrics: list[str], average: float | None = None) -> li
     With ``average``, each row scores the EMA (that decay) of the checkpoints so far.
     """
     model, run = load_recommender(run_dir)
+    if not (run.data.column("split") == VAL).any():
+        raise SystemExit(
+            f"{run_dir} trained on its validation rows (protocol=refit): no validation metric can "
+            "choose among its checkpoints; the checkpoint it tested and its metrics are in metrics.json"
+        )
     evaluator = hydra.utils.instantiate(run.cfg.eval)
     # The same torch EMA that callbacks=averaged applies while training.
     averaged = None if average is None else AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(average))

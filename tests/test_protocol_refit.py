@@ -2,6 +2,7 @@
 the last checkpoint is tested (the protocol of code that trains on all but the last item)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -86,6 +87,15 @@ def test_refit_trains_every_epoch_and_tests_the_last_checkpoint(refit_run: Path)
     assert run.data.report["split"]["validation_rows_trained_on"] > 0
     again = evaluate(model, run.data, "test", hydra.utils.instantiate(run.cfg.eval))
     assert again["ndcg@10"] == pytest.approx(metrics["test/ndcg@10"], abs=1e-6)
+
+
+def test_checkpoint_curve_refuses_to_choose_without_validation_rows(refit_run: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "checkpoint_curve.py"
+    spec = importlib.util.spec_from_file_location("checkpoint_curve", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit, match="trained on its validation rows"):
+        module.curve(refit_run, ["ndcg@10"])
 
 
 def test_trained_on_validation_with_a_monitor_is_refused(tmp_path: Path) -> None:
