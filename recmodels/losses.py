@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from recmodels.gathered_scores import gathered_scores
+
 Items = Tensor | Callable[[Tensor], Tensor]
 NEGATIVE_MODES = ("shared", "per_position")
 
@@ -59,7 +61,14 @@ def _row_scores(hidden: Tensor, ids: Tensor, items: Items, bias: Tensor | None) 
     n, k = ids.shape
     if isinstance(items, Tensor) and k * hidden.shape[1] > items.shape[0]:
         # Gathering [N,k,d] vectors would exceed scoring the catalogue [N,I].
-        scores = (hidden @ items.T).gather(1, ids)
+        rows = auto_chunk_rows(n, items.shape[0], hidden.device.type)
+        streamable = hidden.dtype == items.dtype == torch.float32 and not torch.is_autocast_enabled(
+            hidden.device.type
+        )
+        if rows and streamable:  # CPU: never form [N, I]; see recmodels/gathered_scores.py
+            scores = gathered_scores(hidden, items, ids, rows)
+        else:
+            scores = (hidden @ items.T).gather(1, ids)
     elif k <= 16:  # few items per row: a broadcast product beats many tiny matmuls
         scores = (_embed(items, ids) * hidden.unsqueeze(1)).sum(2)
     else:

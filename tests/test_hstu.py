@@ -77,9 +77,12 @@ def by_hand(model: HSTU, items: list[int]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("max_groups", [1, 3])  # 1: padded keys masked; 3: rows also trimmed
+@pytest.mark.parametrize("query_block", [64, 2])  # 2: queries scored in causal blocks
 @torch.no_grad()
-def test_outputs_follow_the_layer_formula_for_padded_rows(max_groups: int) -> None:
+def test_outputs_follow_the_layer_formula_for_padded_rows(max_groups: int, query_block: int) -> None:
     model = small_model(max_groups=max_groups)
+    for block in model.encoder.blocks:
+        block.attn.query_block = query_block
     rows = [[4, 9, 2, 17, 5], [11, 3], [7]]
     history = torch.tensor([[-1] * (5 - len(r)) + r for r in rows])
     out = model(history)
