@@ -104,3 +104,27 @@ def test_switching_the_loss_keeps_no_option_the_new_loss_lacks() -> None:
     with pytest.raises(ConfigError, match=r"loss.negatives \(taken by: sampled_softmax\) is not an option of loss 'gbce'"):
         check_config(composed("model.task.loss.name=gbce"))  # gbce takes num_negatives, not negatives
     check_config(composed("model.task.loss.name=gbce", "~model.task.loss.negatives"))
+
+
+def test_a_null_loss_option_is_unset(tmp_path: Path) -> None:
+    """hstu_large_ce_ml1m clears model=hstu's sampled-softmax options with nulls: the check
+    accepts them, the task builds the full CE, and a null elsewhere means the default."""
+    from recmodels.losses import FullCrossEntropy, SampledSoftmax
+    from train.training.config_checks import check_config
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=hstu_large_ce_ml1m", "data.path=x.txt"])
+    assert cfg.model.task.loss.num_negatives is None and cfg.model.task.loss.negatives is None
+    check_config(cfg)
+    data = hydra.utils.instantiate(tiny_config(tmp_path).data)
+    evaluator = hydra.utils.instantiate(cfg.eval)
+    model = build_with_data(cfg.model.net, data)
+    task = build_with_data(cfg.model.task, data, model=model, evaluator=evaluator)
+    task.setup("fit")
+    assert type(task.loss_fn) is FullCrossEntropy
+    assert "weight_averaging" in cfg.callbacks  # the averaged weights are what is chosen and tested
+
+    task_cfg = OmegaConf.merge(cfg.model.task, {"loss": {"name": "sampled_softmax", "num_negatives": None}})
+    task = build_with_data(task_cfg, data, model=model, evaluator=evaluator)
+    task.setup("fit")
+    assert type(task.loss_fn) is SampledSoftmax and task.loss_fn.num_negatives == 256  # its default

@@ -116,7 +116,9 @@ BUILT_IN_LOSS_ARGS = {"num_items", "generator", "item_counts"}  # filled in by t
 def _check_loss_options(cfg: DictConfig) -> None:
     """Each ``model.task.loss`` key must be an option of the named loss: switching
     ``loss.name`` on the command line keeps the previous loss's options, which would
-    otherwise fail only when training starts."""
+    otherwise fail only when training starts. A key set to null counts as unset (the
+    loss's default), which is how a config file switches a model's loss and clears the
+    options the new one lacks."""
     from recmodels.losses import LOSSES
 
     loss = _value(cfg, "model.task.loss")
@@ -124,7 +126,7 @@ def _check_loss_options(cfg: DictConfig) -> None:
         return  # no sequence loss here, or an unknown name (the task reports it)
     name = loss.get("name")
     accepted = set(inspect.signature(LOSSES[name].__init__).parameters) - {"self"} - BUILT_IN_LOSS_ARGS
-    foreign = [key for key in loss if key != "name" and key not in accepted]
+    foreign = [key for key in loss if key != "name" and key not in accepted and loss[key] is not None]
     if not foreign:
         return
     parts = []

@@ -47,7 +47,8 @@ class SequenceTask(RecTask):
     def setup(self, stage: str) -> None:
         if self.loss_fn is not None:
             return
-        options = {k: v for k, v in self.loss_config.items() if k != "name"}
+        # null = unset: the loss's own default (lets a config clear another loss's options)
+        options = {k: v for k, v in self.loss_config.items() if k != "name" and v is not None}
         name = self.loss_config["name"]
         if "item_counts" in inspect.signature(LOSSES[name]).parameters and self.item_popularity is not None:
             options.setdefault("item_counts", self.item_popularity)
