@@ -58,21 +58,36 @@ class PointwiseAttention(nn.Module):
     """SiLU(Q K^T + rab + mask) V / n, per head, with n = ``max_len``.
 
     Scored in blocks of ``query_block`` queries against the keys they can see
-    (:func:`causal_blocks`), so the masked upper triangle is mostly never formed.
+    (:func:`causal_blocks`), so the masked upper triangle is mostly never formed. On
+    accelerators, where each block costs kernel launches a short sequence cannot repay,
+    blocks are ``accelerator_query_block`` rows (512: one block up to length 767).
     """
 
     def __init__(
-        self, num_heads: int, attention_dim: int, linear_dim: int, max_len: int, query_block: int = 64
+        self,
+        num_heads: int,
+        attention_dim: int,
+        linear_dim: int,
+        max_len: int,
+        query_block: int = 64,
+        accelerator_query_block: int = 512,
     ) -> None:
         super().__init__()
-        if query_block < 1:
-            raise ValueError(f"query_block must be >= 1; got {query_block}")
+        if query_block < 1 or accelerator_query_block < 1:
+            raise ValueError(
+                f"query_block and accelerator_query_block must be >= 1; got {query_block}, {accelerator_query_block}"
+            )
         self.num_heads = num_heads
         self.attention_dim = attention_dim
         self.linear_dim = linear_dim
         self.max_len = max_len
         self.query_block = query_block
+        self.accelerator_query_block = accelerator_query_block
         self.rel_bias = RelativePositionBias(max_len)
+
+    def block_rows(self, device: torch.device) -> int:
+        """Queries per causal block on ``device``."""
+        return self.query_block if device.type == "cpu" else self.accelerator_query_block
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """q, k [B,L,H*dqk], v [B,L,H*dv], additive mask [B or 1,L,L] -> [B,L,H*dv]."""
@@ -83,7 +98,7 @@ class PointwiseAttention(nn.Module):
         blocks = [
             self._attend(q[:, start:stop], k[:, :stop], v[:, :stop],
                          mask[:, start:stop, :stop] + bias[start:stop, :stop])
-            for start, stop in causal_blocks(length, self.query_block)
+            for start, stop in causal_blocks(length, self.block_rows(q.device))
         ]
         out = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
         out = out.view(batch, self.num_heads, length, self.linear_dim).transpose(1, 2)

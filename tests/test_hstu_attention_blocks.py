@@ -53,6 +53,10 @@ def test_blocked_attention_equals_one_block_with_gradients(heads: int, shared_ma
     torch.testing.assert_close(bias_b, bias_w, atol=1e-6, rtol=1e-5)
 
 
-def test_query_block_is_checked() -> None:
-    with pytest.raises(ValueError, match="query_block must be >= 1"):
+def test_block_sizes_are_checked_and_chosen_by_device() -> None:
+    with pytest.raises(ValueError, match="query_block and accelerator_query_block must be >= 1"):
         PointwiseAttention(1, 4, 4, max_len=8, query_block=0)
+    attention = PointwiseAttention(1, 4, 4, max_len=8, query_block=3, accelerator_query_block=7)
+    assert attention.block_rows(torch.device("cpu")) == 3
+    assert attention.block_rows(torch.device("meta")) == 7  # any accelerator
+    assert len(causal_blocks(200, attention.block_rows(torch.device("meta")))) == 29
