@@ -61,7 +61,8 @@ def _env(wandb_mode: str) -> dict[str, str]:
 
 
 def train_cmd(*overrides: str, nproc: int = 1, logger: str = "none") -> list[str]:
-    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    # --standalone: a free rendezvous port, so torchrun jobs of parallel test workers never meet
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
     return [*launcher, "-m", "train", f"logger={logger}", *TINY, *overrides]
 
 

@@ -137,7 +137,8 @@ DISTRIBUTED = [*TINY, *MODELS["sasrec"], "trainer.accelerator=cpu", "trainer.max
 
 
 def torchrun(cwd: Path, *overrides: str, kill_at: str = "") -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "train", *overrides]
+    # --standalone: a free rendezvous port, so torchrun jobs of parallel test workers never meet
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train", *overrides]
     env = child_env(**({KILL_AT: kill_at, KILL_GROUP: "1"} if kill_at else {}))
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
