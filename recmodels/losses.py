@@ -18,7 +18,7 @@ they read; the full cross-entropy needs every row and refuses such a model.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -476,6 +476,12 @@ LOSSES: dict[str, type[SequenceLoss]] = {
     "sampled_softmax": SampledSoftmax,
     "gbce": GeneralizedBCE,
 }
+
+
+def loss_options(loss_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a loss config sets: every key but ``name``, a null counting as unset (the
+    loss's own default), so a config file can clear options another loss left behind."""
+    return {key: value for key, value in loss_config.items() if key != "name" and value is not None}
 
 
 def make_loss(name: str, num_items: int, **kwargs) -> SequenceLoss:

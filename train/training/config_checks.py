@@ -119,14 +119,14 @@ def _check_loss_options(cfg: DictConfig) -> None:
     otherwise fail only when training starts. A key set to null counts as unset (the
     loss's default), which is how a config file switches a model's loss and clears the
     options the new one lacks."""
-    from recmodels.losses import LOSSES
+    from recmodels.losses import LOSSES, loss_options
 
     loss = _value(cfg, "model.task.loss")
     if not isinstance(loss, DictConfig) or loss.get("name") not in LOSSES:
         return  # no sequence loss here, or an unknown name (the task reports it)
     name = loss.get("name")
     accepted = set(inspect.signature(LOSSES[name].__init__).parameters) - {"self"} - BUILT_IN_LOSS_ARGS
-    foreign = [key for key in loss if key != "name" and key not in accepted and loss[key] is not None]
+    foreign = [key for key in loss_options(loss) if key not in accepted]
     if not foreign:
         return
     parts = []

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from recmodels.base import Recommender
-from recmodels.losses import LOSSES, make_loss, sequence_loss
+from recmodels.losses import LOSSES, loss_options, make_loss, sequence_loss
 from train.evaluation import Evaluator
 from train.training.tasks.base import OptimizerFactory, RecTask, SchedulerFactory
 
@@ -47,8 +47,7 @@ class SequenceTask(RecTask):
     def setup(self, stage: str) -> None:
         if self.loss_fn is not None:
             return
-        # null = unset: the loss's own default (lets a config clear another loss's options)
-        options = {k: v for k, v in self.loss_config.items() if k != "name" and v is not None}
+        options = loss_options(self.loss_config)
         name = self.loss_config["name"]
         if "item_counts" in inspect.signature(LOSSES[name]).parameters and self.item_popularity is not None:
             options.setdefault("item_counts", self.item_popularity)
