@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from recmodels.cpu_products import product_nt
 from recmodels.gathered_scores import gathered_scores
 
 Items = Tensor | Callable[[Tensor], Tensor]
@@ -172,17 +173,19 @@ class _StreamedCrossEntropy(torch.autograd.Function):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         need_any = need_h or need_w or need_b
         device = hidden.device
-        grad_h = torch.empty(hidden.shape, device=device) if need_h else None
-        grad_w = torch.zeros(table.shape, device=device) if need_w else None
+        # Gradients are accumulated transposed ([d, n] and [d, items]): on CPU the
+        # products then take oneDNN's fastest layout (recmodels/cpu_products.py).
+        grad_h_t = torch.empty(hidden.shape[::-1], device=device) if need_h else None
+        grad_w_t = torch.zeros(table.shape[::-1], device=device) if need_w else None
         grad_b = torch.zeros(num_items, device=device) if need_b else None
         picked = torch.empty(n, 1, device=device)  # softmax probability of each target
         with torch.autocast(device.type, enabled=False):
             h, w = hidden.detach().to(dtype), table.detach().to(dtype)
+            w_t = w.T.contiguous() if need_h else None
             b = bias.detach() if bias is not None else None
             block_rows = min(rows, n)
-            # One block buffer for all blocks, turned into probabilities in place: a
-            # fresh [rows, num_items] per block costs an allocation (and page faults), and
-            # a second buffer would push the block out of the core's cache.
+            # One block buffer for all blocks where the product can write into it: a fresh
+            # [rows, num_items] per block costs an allocation (and page faults).
             block = torch.empty(block_rows, num_items, device=device)
             minus_one = torch.full((block_rows, 1), -1.0, device=device)
             target_col = targets[:, None]
@@ -197,18 +200,15 @@ class _StreamedCrossEntropy(torch.autograd.Function):
                 if need_b:
                     grad_b.add_(probs.sum(0))
                 probs = probs.to(dtype)
-                if need_h and dtype == torch.float32:
-                    torch.mm(probs, w, out=grad_h[start:stop])
-                elif need_h:
-                    grad_h[start:stop] = torch.mm(probs, w)
+                if need_h:
+                    grad_h_t[:, start:stop] = product_nt(w_t, probs)  # (probs @ w)^T
                 if need_w:
-                    if dtype == torch.float32:
-                        grad_w.addmm_(probs.T, hb)
-                    else:
-                        grad_w += torch.mm(probs.T, hb)
+                    grad_w_t += product_nt(hb.T, probs.T)  # (probs^T @ hb)^T
             total = _target_nll(picked.squeeze(1), hidden.detach(), table.detach(), b, targets).sum(
                 dtype=torch.float64
             )
+        grad_h = grad_h_t.T.contiguous() if need_h else None
+        grad_w = grad_w_t.T.contiguous() if need_w else None
         ctx.n = n
         ctx.dtypes = (hidden.dtype, table.dtype)
         ctx.save_for_backward(
@@ -232,22 +232,20 @@ class _StreamedCrossEntropy(torch.autograd.Function):
 def _block_softmax(
     block: Tensor, hidden: Tensor, table: Tensor, bias: Tensor | None, dtype: torch.dtype
 ) -> Tensor:
-    """softmax(hidden @ table^T + bias) of one block of rows, written into ``block``.
+    """softmax(hidden @ table^T + bias) of one block of rows, in ``block`` or a fresh tensor.
 
-    The fp32 scores are formed by one ``addmm`` into the buffer and normalised there by
-    one fused softmax kernel (torch's row-wise CPU softmax reads each row before writing
-    it, so in place is exact; the loss and gradient tests check it against autograd).
+    fp32 scores come from one product (:func:`~recmodels.cpu_products.product_nt`), and
+    are normalised in place by one fused softmax kernel (torch's row-wise CPU softmax
+    reads each row before writing it, so in place is exact; the loss and gradient tests
+    check it against autograd).
     """
     if dtype == torch.float32:
-        if bias is None:
-            torch.mm(hidden, table.T, out=block)
-        else:
-            torch.addmm(bias, hidden, table.T, out=block)
+        scores = product_nt(hidden, table, bias, out=block)
     else:
-        block.copy_(torch.mm(hidden, table.T))
+        scores = block.copy_(torch.mm(hidden, table.T))
         if bias is not None:
-            block.add_(bias)
-    return torch.softmax(block, dim=1, out=block)
+            scores.add_(bias)
+    return torch.softmax(scores, dim=1, out=scores)
 
 
 def _target_nll(

@@ -126,12 +126,20 @@ def epoch_flops(datamodule, task, optimizer, bf16: bool) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from recmodels.cpu_products import onednn_linear_available
+
     def addmm_flops(self_shape, a_shape, b_shape, out_shape=None, **kwargs) -> int:
         return 2 * a_shape[0] * a_shape[1] * b_shape[1]  # as torch counts addmm: the product
 
-    # torch's table has addmm but not its in-place form, which the streamed CE's
-    # table gradient uses (grad_W += p^T h).
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_flops})
+    def onednn_linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * x_shape[0] * x_shape[1] * w_shape[0]  # x @ w.T
+
+    # torch's table has neither addmm's in-place form nor oneDNN's linear, which the
+    # streamed CE's products use on CPU (recmodels/cpu_products.py).
+    mapping = {torch.ops.aten.addmm_: addmm_flops}
+    if onednn_linear_available():
+        mapping[torch.ops.mkldnn._linear_pointwise] = onednn_linear_flops
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
     noop = PhaseClock()
     with counter:
         for batch in datamodule.train_dataloader():
@@ -140,28 +148,40 @@ def epoch_flops(datamodule, task, optimizer, bf16: bool) -> float:
 
 
 def matmul_rate(threads: int, hidden: int, num_items: int, rows: int, seconds: float = 2.0) -> dict[str, float]:
-    """fp32 torch.mm FLOP/s: a large square product (the machine's limit) and the
-    three products of the streamed full CE at this model's shapes."""
+    """fp32 FLOP/s: a large square product by each of torch's CPU routes (MKL's ``mm``,
+    oneDNN's linear; the faster is the machine's limit), and the three products of the
+    streamed full CE at this model's shapes, as the CE runs them."""
     import torch
 
-    torch.set_num_threads(threads)
+    from recmodels.cpu_products import onednn_linear_available, product_nt
 
-    def rate(a_shape, b_shape) -> float:
+    torch.set_num_threads(threads)
+    ce_flops = 2 * rows * hidden * num_items
+
+    def rate(product, a_shape, b_shape, flops: int = 2 * 1024**3) -> float:
         a, b = torch.randn(*a_shape), torch.randn(*b_shape)
-        torch.mm(a, b)
-        flops = 2 * a_shape[0] * a_shape[1] * b_shape[1]
+        product(a, b)
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            torch.mm(a, b)
+            product(a, b)
             count += 1
         return flops * count / (time.perf_counter() - start)
 
-    return {
-        "square 1024": rate((1024, 1024), (1024, 1024)),
-        "scores h.W^T": rate((rows, hidden), (hidden, num_items)),
-        "grad_h p.W": rate((rows, num_items), (num_items, hidden)),
-        "grad_W p^T.h": rate((num_items, rows), (rows, hidden)),
-    }
+    with torch.no_grad():
+        rates = {"square 1024, mm": rate(lambda a, b: torch.mm(a, b.T), (1024, 1024), (1024, 1024))}
+        if onednn_linear_available():
+            rates["square 1024, oneDNN"] = rate(product_nt, (1024, 1024), (1024, 1024))
+        return {
+            **rates,
+            "scores h.W^T": rate(product_nt, (rows, hidden), (num_items, hidden), ce_flops),
+            "grad_h^T W^T.p^T": rate(product_nt, (hidden, num_items), (rows, num_items), ce_flops),
+            "grad_W^T h^T.p": rate(lambda h, p: product_nt(h.T, p.T), (rows, hidden), (rows, num_items), ce_flops),
+        }
+
+
+def machine_rate(rates: dict[str, float]) -> float:
+    """The fastest large-square rate: what the machine's fp32 products can reach."""
+    return max(value for name, value in rates.items() if name.startswith("square"))
 
 
 def op_table(datamodule, task, optimizer, batches: int, rows: int, bf16: bool) -> str:
@@ -178,7 +198,7 @@ def op_table(datamodule, task, optimizer, batches: int, rows: int, bf16: bool) -
 
 
 def report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops) -> str:
-    limit = flops / rates["square 1024"]
+    limit = flops / machine_rate(rates)
     lines = [
         f"# One training epoch: {cfg.model.name}, loss {cfg.model.task.loss.name}",
         "",
@@ -188,7 +208,7 @@ def report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops) 
         "",
         f"- epoch wall time: **{wall:.2f} s**",
         f"- work: {flops / 1e12:.3f} TFLOP = {flops:.6g} FLOP (forward + backward + optimizer, counted op by op)",
-        f"- fp32 torch.mm rate on this machine (1024^3): {rates['square 1024'] / 1e9:.0f} GFLOP/s "
+        f"- fp32 product rate on this machine (1024^3, the faster of mm and oneDNN): {machine_rate(rates) / 1e9:.0f} GFLOP/s "
         f"-> matrix-multiply limit {limit:.2f} s",
         f"- **epoch / limit: {wall / limit:.2f}x**",
         "",
