@@ -198,7 +198,8 @@ def op_table(datamodule, task, optimizer, batches: int, rows: int, bf16: bool) -
 
 
 def report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops) -> str:
-    limit = flops / machine_rate(rates)
+    rate = machine_rate(rates)
+    limit = flops / rate
     lines = [
         f"# One training epoch: {cfg.model.name}, loss {cfg.model.task.loss.name}",
         "",
@@ -208,7 +209,7 @@ def report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops) 
         "",
         f"- epoch wall time: **{wall:.2f} s**",
         f"- work: {flops / 1e12:.3f} TFLOP = {flops:.6g} FLOP (forward + backward + optimizer, counted op by op)",
-        f"- fp32 product rate on this machine (1024^3, the faster of mm and oneDNN): {machine_rate(rates) / 1e9:.0f} GFLOP/s "
+        f"- fp32 product rate on this machine (1024^3, the faster of mm and oneDNN): {rate / 1e9:.0f} GFLOP/s "
         f"-> matrix-multiply limit {limit:.2f} s",
         f"- **epoch / limit: {wall / limit:.2f}x**",
         "",
