@@ -5,8 +5,9 @@ task and optimizer), then times one epoch of training steps by phase: producing 
 batch, the encoder forward, the loss (forward, and for the streamed full CE also its
 gradient products), the backward pass and the optimizer step. In the same process it
 counts the epoch's floating-point work with ``torch.utils.flop_counter.FlopCounterMode``
-(one counted step per batch shape class, scaled) and measures this machine's fp32
-``torch.mm`` rate, so "limit" = FLOPs / that rate and "x limit" = epoch / limit.
+(every batch; attention counted by the pairs it needs, see :func:`flop_mapping`) and
+measures this machine's fp32 product rate (a 1024^3 product by MKL's ``mm`` and by
+oneDNN, the faster counting), so "limit" = FLOPs / that rate and "x limit" = epoch / limit.
 The op table (``torch.profiler``, self CPU time) says which kernels the rest is.
 
     python scripts/profile_epoch.py --data PATH/ml-1m.txt                      # SASRec full CE
@@ -123,8 +124,28 @@ def timed_epoch(datamodule, task, optimizer, bf16: bool) -> tuple[PhaseClock, fl
 
 def epoch_flops(datamodule, task, optimizer, bf16: bool) -> float:
     """Floating-point operations of one epoch's steps, counted op by op on every batch."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=flop_mapping())
+    noop = PhaseClock()
+    with counter:
+        for batch in datamodule.train_dataloader():
+            step_phases(task, optimizer, batch, noop, bf16)
+    return float(counter.get_total_flops())
+
+
+def flop_mapping() -> dict:
+    """FLOP formulas for the CPU ops torch's counter table lacks.
+
+    - ``addmm_`` (in place) and oneDNN's linear: the streamed CE's products
+      (recmodels/cpu_products.py) and its table-gradient accumulation.
+    - CPU flash attention, forward and backward: counted as the products attention
+      needs, not as the kernel runs them. A causal square counts only its
+      L(L+1)/2 allowed query-key pairs, and the backward counts its four products
+      (dP, dV, dQ, dK) without the kernel's recomputed scores. That is the smallest
+      count any attention kernel could reach, so the limit stays a lower bound.
+    """
+    import torch
 
     from recmodels.cpu_products import onednn_linear_available
 
@@ -134,17 +155,32 @@ def epoch_flops(datamodule, task, optimizer, bf16: bool) -> float:
     def onednn_linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
         return 2 * x_shape[0] * x_shape[1] * w_shape[0]  # x @ w.T
 
-    # torch's table has neither addmm's in-place form nor oneDNN's linear, which the
-    # streamed CE's products use on CPU (recmodels/cpu_products.py).
+    def attention_forward_flops(q_shape, k_shape, v_shape, dropout_p=0.0, is_causal=False,
+                                *args, out_shape=None, **kwargs) -> int:
+        return 2 * attention_product_flops(q_shape, k_shape, is_causal)  # scores, scores @ v
+
+    def attention_backward_flops(grad_shape, q_shape, k_shape, v_shape, out_shape_, lse_shape,
+                                 dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs) -> int:
+        return 4 * attention_product_flops(q_shape, k_shape, is_causal)
+
     mapping = {torch.ops.aten.addmm_: addmm_flops}
     if onednn_linear_available():
         mapping[torch.ops.mkldnn._linear_pointwise] = onednn_linear_flops
-    counter = FlopCounterMode(display=False, custom_mapping=mapping)
-    noop = PhaseClock()
-    with counter:
-        for batch in datamodule.train_dataloader():
-            step_phases(task, optimizer, batch, noop, bf16)
-    return float(counter.get_total_flops())
+    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = attention_forward_flops
+        mapping[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward] = attention_backward_flops
+    return mapping
+
+
+def attention_product_flops(q_shape, k_shape, is_causal: bool) -> int:
+    """FLOPs of one [.., Lq, d] x [.., d, Lk] attention product over the pairs it needs."""
+    *lead, queries, dim = q_shape
+    keys = k_shape[-2]
+    heads = 1
+    for size in lead:
+        heads *= size
+    pairs = queries * (queries + 1) // 2 if is_causal and queries == keys else queries * keys
+    return 2 * heads * pairs * dim
 
 
 def matmul_rate(threads: int, hidden: int, num_items: int, rows: int, seconds: float = 2.0) -> dict[str, float]:

@@ -37,3 +37,35 @@ def test_tiny_profile_reports_phases_and_counts_the_full_ce_products(tmp_path: P
     ce_products = 3 * 2 * positions * hidden * items  # scores, grad_h, grad_W
     assert ce_products > 0.8 * flops  # the premise: the CE is most of the work here
     assert flops >= ce_products
+
+
+def _profile_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("profile_epoch", REPO / "scripts" / "profile_epoch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_cpu_attention_is_counted_by_the_pairs_it_needs(causal: bool) -> None:
+    """torch's table has no CPU flash attention (it would count 0); the count is the six
+    products attention needs (2 forward, 4 backward) over the allowed query-key pairs."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch, heads, length, dim = 3, 2, 7, 5
+    q, k, v = (torch.randn(batch, heads, length, dim, requires_grad=True) for _ in range(3))
+    pairs = sum(range(1, length + 1)) if causal else length * length  # by hand: 28 or 49
+    expected = 6 * 2 * batch * heads * pairs * dim
+
+    def count(mapping) -> int:
+        counter = FlopCounterMode(display=False, custom_mapping=mapping)
+        with counter:
+            F.scaled_dot_product_attention(q, k, v, is_causal=causal).sum().backward()
+        return counter.get_total_flops()
+
+    assert count(_profile_module().flop_mapping()) == expected
+    assert count({}) == 0  # the gap the mapping fills
