@@ -139,14 +139,16 @@ def flop_mapping() -> dict:
 
     - ``addmm_`` (in place) and oneDNN's linear: the streamed CE's products
       (recmodels/cpu_products.py) and its table-gradient accumulation.
-    - CPU flash attention, forward and backward: counted as the products attention
-      needs, not as the kernel runs them. A causal square counts only its
+    - CPU attention (torch's flash kernel and the chunked causal attention of CPU
+      training), forward and backward: counted as the products attention needs, not
+      as the kernel runs them. A causal square counts only its
       L(L+1)/2 allowed query-key pairs, and the backward counts its four products
       (dP, dV, dQ, dK) without the kernel's recomputed scores. That is the smallest
       count any attention kernel could reach, so the limit stays a lower bound.
     """
     import torch
 
+    import recmodels.causal_attention  # noqa: F401  (registers torch.ops.recflow)
     from recmodels.cpu_products import onednn_linear_available
 
     def addmm_flops(self_shape, a_shape, b_shape, out_shape=None, **kwargs) -> int:
@@ -169,6 +171,18 @@ def flop_mapping() -> dict:
     if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         mapping[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = attention_forward_flops
         mapping[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward] = attention_backward_flops
+
+    # The chunked causal attention of CPU training (recmodels/causal_attention.py): its
+    # products cover more than the causal half; it is counted, like flash, by the pairs
+    # attention needs.
+    def chunked_forward_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * attention_product_flops(q_shape, k_shape, is_causal=True)
+
+    def chunked_backward_flops(grad_shape, q_shape, k_shape, *args, out_shape=None, **kwargs) -> int:
+        return 4 * attention_product_flops(q_shape, k_shape, is_causal=True)
+
+    mapping[torch.ops.recflow.chunked_causal_attention] = chunked_forward_flops
+    mapping[torch.ops.recflow.chunked_causal_attention_backward] = chunked_backward_flops
     return mapping
 
 
