@@ -13,7 +13,7 @@ at 100 positions.
 The price is memory: the softmax of every chunk is kept, B x H x ~3/4 L^2 floats per
 layer (15 MB for SASRec's batch of 128 at 200 positions). :func:`fits` keeps the flash
 kernel where that would exceed :data:`SAVED_BYTES_LIMIT`, off CPU, in other dtypes,
-without gradients (evaluation) and with attention dropout.
+without gradients (evaluation), with attention dropout, and in traces for export.
 
 The pair of ops is registered with ``torch.library`` so FLOP counters and compilers see
 one attention op (and count what attention needs), not the products inside it.
@@ -46,6 +46,7 @@ def fits(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> bool:
     batch, heads, length, _ = q.shape
     return (
         torch.is_grad_enabled()
+        and not torch.jit.is_tracing()  # an exported graph keeps the standard op
         and any(t.requires_grad for t in (q, k, v))
         and dropout_p == 0.0
         and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (q, k, v))

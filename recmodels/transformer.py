@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recmodels import causal_attention
+from recmodels.causal_packing import encode_packed, left_padded, packing_plan
 
 
 class Dropout(nn.Module):
@@ -238,7 +239,21 @@ class TransformerEncoder(nn.Module):
         x = item_embeddings + positions
         if not self.pre_ln:
             x = self.norm(x)
-        return encode_by_length(self._encode, self.drop(x), valid, self.max_groups)
+        x = self.drop(x)
+        if self.causal and x.device.type == "cpu" and not torch.jit.is_tracing() and left_padded(valid):
+            # Each length group gathered with its items first in one index, and the
+            # outputs put back in one more (recmodels/causal_packing.py). A trace for
+            # export takes the rolled path, whose indices are computed, not frozen.
+            groups, output = packing_plan(valid, length_groups(valid, x.shape[2], self.max_groups))
+            return encode_packed(self._causal_blocks, x, groups, output)
+        return encode_by_length(self._encode, x, valid, self.max_groups)
+
+    def _causal_blocks(self, x: Tensor) -> Tensor:
+        """The blocks over rows whose real items come first: the causal mask alone keeps
+        every real query off the padding, so attention needs no mask."""
+        for block in self.blocks:
+            x = block(x, None, True)
+        return self.norm(x) if self.pre_ln else x
 
     def _encode(self, x: Tensor, valid: Tensor) -> Tensor:
         shift = causal_shift(valid) if self.causal else None
@@ -247,13 +262,13 @@ class TransformerEncoder(nn.Module):
             # padding, so attention takes the mask-free causal kernel (about 15% faster
             # on CPU; on GPUs the flash kernel, which takes no mask).
             x, valid = roll_rows(x, shift), roll_rows(valid, shift)
-            mask, is_causal = None, True
+            x = self._causal_blocks(x)
         else:
             mask, is_causal = self.attention_mask(valid)
-        for block in self.blocks:
-            x = block(x, mask, is_causal)
-        if self.pre_ln:
-            x = self.norm(x)
+            for block in self.blocks:
+                x = block(x, mask, is_causal)
+            if self.pre_ln:
+                x = self.norm(x)
         x = x.masked_fill(~valid[..., None], 0.0)
         return roll_rows(x, -shift) if shift is not None else x
 
