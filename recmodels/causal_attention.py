@@ -41,26 +41,35 @@ def saved_floats(batch: int, length: int) -> int:
     return batch * sum((b - a) * b for a, b in chunk_bounds(length))
 
 
-def fits(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> bool:
+def fits(qkv: Tensor, heads: int, dropout_p: float) -> bool:
     """Whether :func:`causal_attention` should replace the fused kernel for this call."""
-    batch, heads, length, _ = q.shape
+    batch, length, _ = qkv.shape
     return (
         torch.is_grad_enabled()
         and not torch.jit.is_tracing()  # an exported graph keeps the standard op
-        and any(t.requires_grad for t in (q, k, v))
+        and qkv.requires_grad
         and dropout_p == 0.0
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (q, k, v))
-        and k.shape == q.shape == v.shape
+        and qkv.device.type == "cpu"
+        and qkv.dtype == torch.float32
         and saved_floats(batch * heads, length) * 4 <= SAVED_BYTES_LIMIT
     )
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """softmax(q k^T / sqrt(d) + causal mask) v for [B, H, L, d] inputs (scale as SDPA's default)."""
-    batch, heads, length, dim = q.shape
-    flat = [t.reshape(batch * heads, length, dim) for t in (q, k, v)]
-    out, _ = torch.ops.recflow.chunked_causal_attention(*flat)
-    return out.view(batch, heads, length, dim)
+def causal_attention(qkv: Tensor, heads: int) -> Tensor:
+    """Causal attention from a fused projection: [B, L, 3d] (q, k, v, each ``heads`` x d/heads)
+    -> [B, L, d], heads merged; scale 1/sqrt(d/heads), as SDPA's default.
+
+    With one head the projection is used as it is, and its gradient comes back in its
+    layout (one concatenation), with no copies around the op.
+    """
+    batch, length, width = qkv.shape
+    head_dim = width // (3 * heads)
+    if heads == 1:
+        out, _ = torch.ops.recflow.chunked_causal_attention(qkv)
+        return out
+    per_head = qkv.view(batch, length, 3, heads, head_dim).permute(0, 3, 1, 2, 4)
+    out, _ = torch.ops.recflow.chunked_causal_attention(per_head.reshape(batch * heads, length, 3 * head_dim))
+    return out.view(batch, heads, length, head_dim).transpose(1, 2).reshape(batch, length, heads * head_dim)
 
 
 @functools.lru_cache(maxsize=32)
@@ -79,8 +88,15 @@ def _chunk_views(probs: Tensor, batch: int, length: int) -> list[tuple[int, int,
     return views
 
 
+def _split(qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v: [N, L, dh] views of one [N, L, 3 dh] projection (``bmm`` reads the row
+    stride; contiguous copies measured slower)."""
+    return qkv.chunk(3, dim=-1)
+
+
 @torch.library.custom_op("recflow::chunked_causal_attention", mutates_args=())
-def _forward(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def _forward(qkv: Tensor) -> tuple[Tensor, Tensor]:
+    q, k, v = _split(qkv)
     batch, length, dim = q.shape
     scale = dim**-0.5
     future = _blocked_future(length)
@@ -94,18 +110,20 @@ def _forward(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @_forward.register_fake
-def _(q, k, v):
-    return torch.empty_like(q), q.new_empty(saved_floats(q.shape[0], q.shape[1]))
+def _(qkv):
+    batch, length, width = qkv.shape
+    return qkv.new_empty(batch, length, width // 3), qkv.new_empty(saved_floats(batch, length))
 
 
 @torch.library.custom_op("recflow::chunked_causal_attention_backward", mutates_args=())
-def _backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _backward(grad: Tensor, qkv: Tensor, probs: Tensor) -> Tensor:
+    q, k, v = _split(qkv)
     batch, length, dim = q.shape
     scale = dim**-0.5
     grad = grad.contiguous()
-    grad_q = torch.empty_like(q, memory_format=torch.contiguous_format)
-    grad_k = torch.zeros_like(k, memory_format=torch.contiguous_format)
-    grad_v = torch.zeros_like(v, memory_format=torch.contiguous_format)
+    grad_q = torch.empty_like(q)
+    grad_k = torch.zeros_like(k)
+    grad_v = torch.zeros_like(v)
     for a, b, p in _chunk_views(probs, batch, length):
         g = grad[:, a:b]
         grad_v[:, :b].baddbmm_(p.transpose(1, 2), g)
@@ -113,21 +131,21 @@ def _backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, probs: Tensor) -> t
         grad_s = torch._softmax_backward_data(grad_p, p, -1, p.dtype).mul_(scale)
         grad_q[:, a:b] = torch.bmm(grad_s, k[:, :b])
         grad_k[:, :b].baddbmm_(grad_s.transpose(1, 2), q[:, a:b])
-    return grad_q, grad_k, grad_v
+    return torch.cat([grad_q, grad_k, grad_v], dim=-1)  # the projection's layout
 
 
 @_backward.register_fake
-def _(grad, q, k, v, probs):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+def _(grad, qkv, probs):
+    return torch.empty_like(qkv)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    ctx.save_for_backward(*inputs, output[1])
+    ctx.save_for_backward(inputs[0], output[1])
 
 
-def _autograd_backward(ctx, grad_out: Tensor, grad_probs: Tensor | None):
-    q, k, v, probs = ctx.saved_tensors
-    return torch.ops.recflow.chunked_causal_attention_backward(grad_out, q, k, v, probs)
+def _autograd_backward(ctx, grad_out: Tensor, grad_probs: Tensor | None) -> Tensor:
+    qkv, probs = ctx.saved_tensors
+    return torch.ops.recflow.chunked_causal_attention_backward(grad_out, qkv, probs)
 
 
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)

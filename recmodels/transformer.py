@@ -106,17 +106,18 @@ class SelfAttention(nn.Module):
         full_precision = qkv.device.type == "cpu" and torch.is_autocast_enabled("cpu")
         if full_precision:
             qkv = qkv.float()
-        # [B, L, 3, H, dh] -> three [B, H, L, dh] views (no copies here).
-        q, k, v = qkv.view(batch, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
         dropout_p = self.attn_dropout if self.training else 0.0
         with torch.autocast("cpu", enabled=False) if full_precision else contextlib.nullcontext():
-            if mask is None and is_causal and causal_attention.fits(q, k, v, dropout_p):
-                y = causal_attention.causal_attention(q, k, v)  # CPU training: chunked products
+            if mask is None and is_causal and causal_attention.fits(qkv, heads, dropout_p):
+                y = causal_attention.causal_attention(qkv, heads)  # CPU training: [B, L, d]
             else:
+                # [B, L, 3, H, dh] -> three [B, H, L, dh] views (no copies here).
+                q, k, v = qkv.view(batch, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
                 y = F.scaled_dot_product_attention(
                     q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
                 )
-        return self.proj(y.transpose(1, 2).reshape(batch, length, dim))
+                y = y.transpose(1, 2).reshape(batch, length, dim)
+        return self.proj(y)
 
 
 class FeedForward(nn.Module):

@@ -175,11 +175,13 @@ def flop_mapping() -> dict:
     # The chunked causal attention of CPU training (recmodels/causal_attention.py): its
     # products cover more than the causal half; it is counted, like flash, by the pairs
     # attention needs.
-    def chunked_forward_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
-        return 2 * attention_product_flops(q_shape, k_shape, is_causal=True)
+    def chunked_forward_flops(qkv_shape, *args, out_shape=None, **kwargs) -> int:
+        *lead, length, width = qkv_shape  # [N, L, 3 dh]: q, k, v side by side
+        q_shape = (*lead, length, width // 3)
+        return 2 * attention_product_flops(q_shape, q_shape, is_causal=True)
 
-    def chunked_backward_flops(grad_shape, q_shape, k_shape, *args, out_shape=None, **kwargs) -> int:
-        return 4 * attention_product_flops(q_shape, k_shape, is_causal=True)
+    def chunked_backward_flops(grad_shape, qkv_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * chunked_forward_flops(qkv_shape)
 
     mapping[torch.ops.recflow.chunked_causal_attention] = chunked_forward_flops
     mapping[torch.ops.recflow.chunked_causal_attention_backward] = chunked_backward_flops

@@ -16,38 +16,38 @@ from recmodels.transformer import SelfAttention, TransformerEncoder
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _reference(q, k, v, grad):
-    """Outputs and gradients of float64 SDPA with is_causal=True."""
-    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q64, k64, v64, is_causal=True)
-    out.backward(grad.double())
-    return out, (q64.grad, k64.grad, v64.grad)
+def _heads(qkv: torch.Tensor, heads: int):
+    """q, k, v [B, H, L, dh] of a fused projection [B, L, 3 H dh], as the encoder splits it."""
+    batch, length, width = qkv.shape
+    return qkv.view(batch, length, 3, heads, width // (3 * heads)).permute(2, 0, 3, 1, 4)
 
 
 @pytest.mark.parametrize("length", [1, 2, 99, 150, 200, 333])
-def test_outputs_and_gradients_equal_float64_sdpa(length: int) -> None:
+@pytest.mark.parametrize("heads", [1, 2])
+def test_outputs_and_gradients_equal_float64_sdpa(length: int, heads: int) -> None:
     torch.manual_seed(length)
-    q, k, v = (torch.randn(3, 2, length, 8, requires_grad=True) for _ in range(3))
-    grad = torch.randn(3, 2, length, 8)
-    out = ca.causal_attention(q, k, v)
+    qkv = torch.randn(3, length, 3 * heads * 8, requires_grad=True)
+    grad = torch.randn(3, length, heads * 8)
+    out = ca.causal_attention(qkv, heads)
     out.backward(grad)
-    expected, expected_grads = _reference(q, k, v, grad)
+    qkv64 = qkv.detach().double().requires_grad_()
+    q, k, v = _heads(qkv64, heads)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(3, length, -1)
+    expected.backward(grad.double())
     torch.testing.assert_close(out.double(), expected, atol=2e-6, rtol=1e-5)
-    for got, want in zip((q.grad, k.grad, v.grad), expected_grads):
-        torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(qkv.grad.double(), qkv64.grad, atol=2e-5, rtol=1e-5)
 
 
 def test_a_query_never_sees_later_keys() -> None:
     """Changing the last key and value moves only the last output row."""
     torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 1, 250, 4, requires_grad=True) for _ in range(3))
-    before = ca.causal_attention(q, k, v).detach()
-    k2, v2 = k.detach().clone(), v.detach().clone()
-    k2[..., -1, :] += 5.0
-    v2[..., -1, :] -= 5.0
-    after = ca.causal_attention(q, k2.requires_grad_(), v2.requires_grad_()).detach()
-    assert torch.equal(after[..., :-1, :], before[..., :-1, :])
-    assert not torch.equal(after[..., -1, :], before[..., -1, :])
+    qkv = torch.randn(1, 250, 12, requires_grad=True)
+    before = ca.causal_attention(qkv, 1).detach()
+    changed = qkv.detach().clone()
+    changed[:, -1, 4:] += 5.0  # the last key and value
+    after = ca.causal_attention(changed.requires_grad_(), 1).detach()
+    assert torch.equal(after[:, :-1], before[:, :-1])
+    assert not torch.equal(after[:, -1], before[:, -1])
 
 
 @pytest.mark.parametrize(
@@ -66,19 +66,19 @@ def test_kept_softmax_by_hand() -> None:
 
 
 def _qkv(length: int = 16, dtype=torch.float32, grad: bool = True):
-    return tuple(torch.randn(2, 1, length, 4, dtype=dtype, requires_grad=grad) for _ in range(3))
+    return torch.randn(2, length, 12, dtype=dtype, requires_grad=grad)
 
 
 def test_fits_only_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ca.fits(*_qkv(), dropout_p=0.0)
-    assert not ca.fits(*_qkv(grad=False), dropout_p=0.0)  # evaluation: nothing to keep
+    assert ca.fits(_qkv(), 1, dropout_p=0.0)
+    assert not ca.fits(_qkv(grad=False), 1, dropout_p=0.0)  # evaluation: nothing to keep
     with torch.no_grad():
-        assert not ca.fits(*_qkv(), dropout_p=0.0)
-    assert not ca.fits(*_qkv(), dropout_p=0.1)  # attention dropout: the fused kernel
-    assert not ca.fits(*_qkv(dtype=torch.float64), dropout_p=0.0)
-    q, k, v = _qkv(length=16)
-    monkeypatch.setattr(ca, "SAVED_BYTES_LIMIT", ca.saved_floats(2, 16) * 4 - 1)
-    assert not ca.fits(q, k, v, dropout_p=0.0)  # one float over the memory budget
+        assert not ca.fits(_qkv(), 1, dropout_p=0.0)
+    assert not ca.fits(_qkv(), 1, dropout_p=0.1)  # attention dropout: the fused kernel
+    assert not ca.fits(_qkv(dtype=torch.float64), 1, dropout_p=0.0)
+    monkeypatch.setattr(ca, "SAVED_BYTES_LIMIT", ca.saved_floats(2 * 2, 16) * 4 - 1)
+    assert ca.fits(_qkv(length=16), 1, dropout_p=0.0)
+    assert not ca.fits(_qkv(length=16), 2, dropout_p=0.0)  # two heads: one float over the budget
 
 
 class _Spy:
@@ -133,9 +133,9 @@ def test_flop_count_is_the_pairs_attention_needs() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     batch, heads, length, dim = 2, 3, 210, 4  # two chunks: the products cover 3/4 of the square
-    q, k, v = (torch.randn(batch, heads, length, dim, requires_grad=True) for _ in range(3))
+    qkv = torch.randn(batch, length, 3 * heads * dim, requires_grad=True)
     counter = FlopCounterMode(display=False, custom_mapping=module.flop_mapping())
     with counter:
-        ca.causal_attention(q, k, v).sum().backward()
+        ca.causal_attention(qkv, heads).sum().backward()
     pairs = length * (length + 1) // 2
     assert counter.get_total_flops() == 6 * 2 * batch * heads * pairs * dim
