@@ -121,16 +121,22 @@ def _backward(grad: Tensor, qkv: Tensor, probs: Tensor) -> Tensor:
     batch, length, dim = q.shape
     scale = dim**-0.5
     grad = grad.contiguous()
-    grad_q = torch.empty_like(q)
-    grad_k = torch.zeros_like(k)
-    grad_v = torch.zeros_like(v)
-    for a, b, p in _chunk_views(probs, batch, length):
+    grad_q = torch.empty_like(q, memory_format=torch.contiguous_format)
+    grad_k = grad_v = None
+    # Last chunk first: it sees every key, so its key and value gradients start the
+    # sums as fresh contiguous products; earlier chunks add to a prefix of them.
+    for a, b, p in reversed(_chunk_views(probs, batch, length)):
         g = grad[:, a:b]
-        grad_v[:, :b].baddbmm_(p.transpose(1, 2), g)
+        chunk_grad_v = torch.bmm(p.transpose(1, 2), g)
         grad_p = torch.bmm(g, v[:, :b].transpose(1, 2))
         grad_s = torch._softmax_backward_data(grad_p, p, -1, p.dtype).mul_(scale)
         grad_q[:, a:b] = torch.bmm(grad_s, k[:, :b])
-        grad_k[:, :b].baddbmm_(grad_s.transpose(1, 2), q[:, a:b])
+        chunk_grad_k = torch.bmm(grad_s.transpose(1, 2), q[:, a:b])
+        if grad_v is None:
+            grad_k, grad_v = chunk_grad_k, chunk_grad_v
+        else:
+            grad_k[:, :b] += chunk_grad_k
+            grad_v[:, :b] += chunk_grad_v
     return torch.cat([grad_q, grad_k, grad_v], dim=-1)  # the projection's layout
 
 
