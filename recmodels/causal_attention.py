@@ -99,11 +99,12 @@ def _forward(qkv: Tensor) -> tuple[Tensor, Tensor]:
     q, k, v = _split(qkv)
     batch, length, dim = q.shape
     scale = dim**-0.5
-    future = _blocked_future(length)
+    future = _blocked_future(max(b - a for a, b in chunk_bounds(length)))
     probs = q.new_empty(saved_floats(batch, length))
     outputs = []
     for a, b, p in _chunk_views(probs, batch, length):
-        torch.baddbmm(future[a:b, :b], q[:, a:b], k[:, :b].transpose(1, 2), alpha=scale, out=p)
+        torch.baddbmm(p, q[:, a:b], k[:, :b].transpose(1, 2), beta=0.0, alpha=scale, out=p)
+        p[:, :, a:].add_(future[: b - a, : b - a])  # only the chunk's own keys can lie ahead
         torch.softmax(p, dim=-1, out=p)
         outputs.append(torch.bmm(p, v[:, :b]))
     return torch.cat(outputs, dim=1), probs
@@ -147,9 +148,12 @@ def _(grad, qkv, probs):
 
 def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(inputs[0], output[1])
+    ctx.set_materialize_grads(False)  # the kept softmax gets no gradient: no zeros for it
 
 
 def _autograd_backward(ctx, grad_out: Tensor, grad_probs: Tensor | None) -> Tensor:
+    if grad_out is None:  # the output was not used
+        return None
     qkv, probs = ctx.saved_tensors
     return torch.ops.recflow.chunked_causal_attention_backward(grad_out, qkv, probs)
 
