@@ -11,10 +11,12 @@ broadcast over heads, never with per-head copies:
 - padded output rows are zeroed at the end, so callers may ignore them safely.
 
 Attention goes through ``F.scaled_dot_product_attention`` so fused/flash kernels are used
-where available, except in causal CPU training, where chunked batched products are faster
-(:mod:`recmodels.causal_attention`). A causal batch never needs the mask: its left-padded rows are rolled so
-their items come first (:func:`causal_shift`), run with ``is_causal=True``, and rolled
-back, which equals the masked computation for every real position.
+where available, except in causal CPU training, where chunked batched products are
+faster (:mod:`recmodels.causal_attention`). A causal batch never needs the mask: its
+left-padded rows are rolled so their items come first (:func:`causal_shift`), run with
+``is_causal=True``, and rolled back, which equals the masked computation for every real
+position. On CPU the same placement is made for each length group by one row index, and
+undone by one more (:mod:`recmodels.causal_packing`).
 
 Positions are right-aligned: with ``max_len`` positions, the last item of a sequence
 always gets position ``max_len - 1``, matching histories left-padded to ``max_len``
