@@ -139,3 +139,27 @@ def test_flop_count_is_the_pairs_attention_needs() -> None:
         ca.causal_attention(qkv, heads).sum().backward()
     pairs = length * (length + 1) // 2
     assert counter.get_total_flops() == 6 * 2 * batch * heads * pairs * dim
+
+
+def test_bf16_autocast_keeps_attention_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under CPU bf16 autocast the chunked route runs in fp32, like the fused kernel there:
+    its products are not cast down inside the op."""
+    torch.manual_seed(0)
+    attention = SelfAttention(dim=8, num_heads=2).train()
+    x = torch.randn(3, 150, 8)
+
+    def run():
+        attention.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attention(x, None, True)
+        out.float().pow(2).sum().backward()
+        return out.detach().float(), [p.grad.clone() for p in attention.parameters()]
+
+    spy = _Spy(monkeypatch)
+    chunked = run()
+    assert spy.calls == 1
+    monkeypatch.setattr(ca, "fits", lambda *args: False)
+    fused = run()
+    torch.testing.assert_close(chunked[0], fused[0], atol=1e-3, rtol=1e-3)
+    for got, want in zip(chunked[1], fused[1]):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
