@@ -31,12 +31,18 @@ class PackedGroup:
     span: int
 
 
-def left_padded(valid: Tensor) -> bool:
-    """Whether every row's real positions are one run at the end (empty rows allowed)."""
+def all_left_padded(valid: Tensor) -> Tensor:
+    """0-d bool tensor (no host sync): every row's real positions are one run at the end
+    (empty rows allowed)."""
     length = valid.shape[1]
     real = valid.sum(dim=1)
     first = valid.to(torch.uint8).argmax(dim=1)
-    return bool(((first == length - real) | (real == 0)).all())  # one host sync
+    return ((first == length - real) | (real == 0)).all()
+
+
+def left_padded(valid: Tensor) -> bool:
+    """:func:`all_left_padded` as a bool (one host sync)."""
+    return bool(all_left_padded(valid))
 
 
 def packing_plan(

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recmodels import causal_attention
-from recmodels.causal_packing import encode_packed, left_padded, packing_plan
+from recmodels.causal_packing import all_left_padded, encode_packed, left_padded, packing_plan
 
 
 class Dropout(nn.Module):
@@ -283,12 +283,9 @@ def causal_shift(valid: Tensor) -> Tensor | None:
     the padding after them; a causal query then only ever sees real keys. Rows whose
     real positions are not one run at the end keep the explicit mask.
     """
-    length = valid.shape[1]
     real = valid.sum(dim=1)
-    padding = length - real
-    first = valid.to(torch.uint8).argmax(dim=1)
-    left_padded = ((first == padding) | (real == 0)).all()
-    if bool(left_padded & (padding > 0).any()):  # one host sync
+    padding = valid.shape[1] - real
+    if bool(all_left_padded(valid) & (padding > 0).any()):  # one host sync
         return torch.where(real == 0, 0, padding)
     return None
 

@@ -19,6 +19,7 @@ Overrides after ``--`` are Hydra overrides of the training config.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections import defaultdict
@@ -192,9 +193,7 @@ def attention_product_flops(q_shape, k_shape, is_causal: bool) -> int:
     """FLOPs of one [.., Lq, d] x [.., d, Lk] attention product over the pairs it needs."""
     *lead, queries, dim = q_shape
     keys = k_shape[-2]
-    heads = 1
-    for size in lead:
-        heads *= size
+    heads = math.prod(lead)  # batch x heads
     pairs = queries * (queries + 1) // 2 if is_causal and queries == keys else queries * keys
     return 2 * heads * pairs * dim
 
