@@ -34,6 +34,10 @@ def test_tiny_profile_reports_phases_and_counts_the_full_ce_products(tmp_path: P
     wall = float(re.search(r"epoch wall time: \*\*([\d.]+) s", text).group(1))
     phases = [float(x) for x in re.findall(r"^\| (?:batch|encoder|loss|backward|optimizer|\(loop\)) \| ([\d.]+) \|", text, re.M)]
     assert len(phases) == 6 and sum(phases) == pytest.approx(wall, abs=0.02 * 6)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # the report names the CPU its figures belong to
+        name = next(line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name"))
+        assert f"- processor: {name} (" in text
     ce_products = 3 * 2 * positions * hidden * items  # scores, grad_h, grad_W
     assert ce_products > 0.8 * flops  # the premise: the CE is most of the work here
     assert flops >= ce_products
@@ -69,3 +73,12 @@ def test_cpu_attention_is_counted_by_the_pairs_it_needs(causal: bool) -> None:
 
     assert count(_profile_module().flop_mapping()) == expected
     assert count({}) == 0  # the gap the mapping fills
+
+
+def test_processor_names_the_first_cpu_from_cpuinfo(tmp_path: Path) -> None:
+    profile_epoch = _profile_module()
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx512f\n"
+    cpuinfo.write_text(block.format(n=0) + "\n" + block.format(n=1).replace("AMD EPYC", "other"))
+    assert profile_epoch.processor(cpuinfo) == "AMD EPYC (AuthenticAMD, family 26, model 2)"
+    assert profile_epoch.processor(tmp_path / "missing") != ""  # falls back to platform's name
