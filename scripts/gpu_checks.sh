@@ -12,12 +12,17 @@
 #  4. our best validation-selected ML-1M setting (experiment=hstu_large_ce_ml1m), seed 42:
 #     its wall time and test NDCG@10 on a GPU (the three seeds' figures were run on CPU);
 #  5. the scaling study's GPU sizes (scripts/bench_scaling.py), as far as time allows.
-# usage: scripts/gpu_checks.sh DATA_FILE RESULTS_DIR [STEPS]
+# Before step 1, scripts/gpu_preflight.py checks for a CUDA device and every package the
+# chosen steps import (seconds), and stops the run if one is missing.
+# usage (from the repository root): scripts/gpu_checks.sh DATA_FILE RESULTS_DIR [STEPS]
 #   STEPS: comma-separated subset of 1,2,3,4,5 (default all)
 set -u
 DATA=$1; RESULTS=$2; STEPS=${3:-1,2,3,4,5}
 mkdir -p "$RESULTS"
 want() { case ",$STEPS," in *",$1,"*) return 0;; *) return 1;; esac; }
+# The checkout runs without installing; stop at once if a GPU or a package is missing.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python3 scripts/gpu_preflight.py --steps "$STEPS" > "$RESULTS/preflight.txt" 2>&1 || { cat "$RESULTS/preflight.txt"; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RESULTS/gpu.txt" 2>&1
 python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)" >> "$RESULTS/gpu.txt"
 TTQ="python3 scripts/bench_time_to_quality.py --data $DATA --device gpu --out $RESULTS/ttq"
@@ -51,5 +56,5 @@ if want 5; then
     --epochs 100 --patience 5 --out "$RESULTS/scaling" -- trainer.accelerator=gpu > "$RESULTS/scaling.log" 2>&1
 fi
 find "$RESULTS" -name '*.ckpt' -delete
-cat "$RESULTS"/gpu.txt "$RESULTS"/ttq_*.md "$RESULTS"/zero3_xl.md "$RESULTS"/hstu_large_ce_s*/metrics.json \
+cat "$RESULTS"/preflight.txt "$RESULTS"/gpu.txt "$RESULTS"/ttq_*.md "$RESULTS"/zero3_xl.md "$RESULTS"/hstu_large_ce_s*/metrics.json \
   "$RESULTS"/scaling/scaling.md 2>/dev/null
