@@ -12,6 +12,7 @@ The op table (``torch.profiler``, self CPU time) says which kernels the rest is.
 
     python scripts/profile_epoch.py --data PATH/ml-1m.txt                      # SASRec full CE
     python scripts/profile_epoch.py --data FILE --threads 2 -- model.net.hidden=64
+    python scripts/profile_epoch.py --data FILE --threads 2 --epochs 5         # median of 5 (noisy machines)
     python scripts/profile_epoch.py --data FILE --ops 25 --out docs/results/epoch_profile.md
 
 Overrides after ``--`` are Hydra overrides of the training config.
@@ -272,9 +273,22 @@ def op_table(datamodule, task, optimizer, batches: int, rows: int, bf16: bool) -
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops) -> str:
+def median_epoch(epochs: list[tuple[PhaseClock, float]]) -> tuple[PhaseClock, float]:
+    """The epoch of median wall time (the lower middle one for an even count)."""
+    ordered = sorted(epochs, key=lambda epoch: epoch[1])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def report(args, cfg, data, epochs, batches, positions, flops, rates, ops) -> str:
+    """Markdown report; the phase table is the median epoch's."""
+    clock, wall = median_epoch(epochs)
     rate = machine_rate(rates)
     limit = flops / rate
+    walls = sorted(seconds for _, seconds in epochs)
+    spread = (
+        f" (median of {len(walls)} epochs: {', '.join(f'{w:.2f}' for w in walls)} s = "
+        f"{', '.join(f'{w / limit:.2f}' for w in walls)}x the limit)" if len(walls) > 1 else ""
+    )
     lines = [
         f"# One training epoch: {cfg.model.name}, loss {cfg.model.task.loss.name}",
         "",
@@ -283,7 +297,7 @@ def report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops) 
         f"overrides: {' '.join(args.overrides) or '(none)'}",
         "",
         f"- processor: {processor()}, {os.cpu_count()} logical CPUs",
-        f"- epoch wall time: **{wall:.2f} s**",
+        f"- epoch wall time: **{wall:.2f} s**{spread}",
         f"- work: {flops / 1e12:.3f} TFLOP = {flops:.6g} FLOP (forward + backward + optimizer, counted op by op)",
         f"- fp32 product rate on this machine (1024^3, the faster of mm and oneDNN): {rate / 1e9:.0f} GFLOP/s "
         f"-> matrix-multiply limit {limit:.2f} s",
@@ -307,10 +321,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--precision", choices=("32", "bf16-mixed"), default="32",
                         help="bf16-mixed: forward under CPU autocast (bfloat16 matmuls, fp32 softmax)")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="timed epochs after the warm-up one; the report gives each and the median's phases")
     parser.add_argument("--ops", type=int, default=20, help="rows of the op table")
     parser.add_argument("--op-batches", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     args, rest = parser.parse_known_args()
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1; got {args.epochs}")
     args.overrides = [o for o in rest if o != "--"]
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     prefer_passive_wait()  # OpenMP waits as `python -m train` sets them (before torch loads)
@@ -322,11 +340,14 @@ def main() -> None:
     data, datamodule, task, optimizer = build(cfg)
     bf16 = args.precision == "bf16-mixed"
     timed_epoch(datamodule, task, optimizer, bf16)  # warm-up epoch (allocator, kernels, page cache)
-    clock, wall, batches, positions = timed_epoch(datamodule, task, optimizer, bf16)
+    epochs = []
+    for _ in range(args.epochs):
+        clock, wall, batches, positions = timed_epoch(datamodule, task, optimizer, bf16)
+        epochs.append((clock, wall))
     flops = epoch_flops(datamodule, task, optimizer, bf16)
     rates = matmul_rate(args.threads, cfg.model.net.hidden, data.num_items, 128)
     ops = op_table(datamodule, task, optimizer, args.op_batches, args.ops, bf16)
-    text = report(args, cfg, data, clock, wall, batches, positions, flops, rates, ops)
+    text = report(args, cfg, data, epochs, batches, positions, flops, rates, ops)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ def test_tiny_profile_reports_phases_and_counts_the_full_ce_products(tmp_path: P
     out = tmp_path / "profile.md"
     hidden = 8
     cmd = [sys.executable, str(REPO / "scripts" / "profile_epoch.py"), "--data", str(data), "--threads", "1",
-           "--ops", "5", "--op-batches", "1", "--out", str(out), "--", f"model.net.hidden={hidden}",
+           "--ops", "5", "--op-batches", "1", "--epochs", "3", "--out", str(out), "--", f"model.net.hidden={hidden}",
            "model.net.max_len=8", "model.datamodule.batch_size=16"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -32,6 +32,8 @@ def test_tiny_profile_reports_phases_and_counts_the_full_ce_products(tmp_path: P
     positions = int(re.search(r"([\d,]+) target positions", text).group(1).replace(",", ""))
     flops = float(re.search(r"TFLOP = ([\d.e+]+) FLOP", text).group(1))
     wall = float(re.search(r"epoch wall time: \*\*([\d.]+) s", text).group(1))
+    walls = [float(w) for w in re.search(r"median of 3 epochs: ([\d., ]+) s", text).group(1).split(", ")]
+    assert walls == sorted(walls) and wall == walls[1]  # the reported epoch is the median one
     phases = [float(x) for x in re.findall(r"^\| (?:batch|encoder|loss|backward|optimizer|\(loop\)) \| ([\d.]+) \|", text, re.M)]
     assert len(phases) == 6 and sum(phases) == pytest.approx(wall, abs=0.02 * 6)
     cpuinfo = Path("/proc/cpuinfo")
@@ -82,3 +84,11 @@ def test_processor_names_the_first_cpu_from_cpuinfo(tmp_path: Path) -> None:
     cpuinfo.write_text(block.format(n=0) + "\n" + block.format(n=1).replace("AMD EPYC", "other"))
     assert profile_epoch.processor(cpuinfo) == "AMD EPYC (AuthenticAMD, family 26, model 2)"
     assert profile_epoch.processor(tmp_path / "missing") != ""  # falls back to platform's name
+
+
+def test_median_epoch_is_the_middle_wall_time() -> None:
+    profile_epoch = _profile_module()
+    epochs = [("a", 3.0), ("b", 1.0), ("c", 2.0), ("d", 5.0)]
+    assert profile_epoch.median_epoch(epochs) == ("c", 2.0)  # lower middle of an even count
+    assert profile_epoch.median_epoch(epochs[:3]) == ("c", 2.0)
+    assert profile_epoch.median_epoch(epochs[:1]) == ("a", 3.0)
