@@ -233,8 +233,9 @@ def matmul_rate(threads: int, hidden: int, num_items: int, rows: int, seconds: f
 
 def processor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU the figures belong to: model name, vendor, family and model (Linux), else
-    ``platform.processor()``. The limit and the ratio depend on it: on AMD processors
-    torch's MKL ``mm`` runs at about half of oneDNN's rate, on Intel the two were close."""
+    ``platform.processor()``. The limit and the ratio depend on it: on an AMD EPYC (Zen 5)
+    torch's MKL ``mm`` ran at about half of oneDNN's rate, on an earlier machine (MKL at
+    full speed, likely Intel) the two were close (docs/performance.md)."""
     import platform
 
     try:
