@@ -251,8 +251,8 @@ def processor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
             continue
         fields.setdefault(key.strip(), value.strip())
     name = fields.get("model name") or platform.processor() or "unknown processor"
-    detail = [fields[key] for key in ("vendor_id",) if key in fields]
-    detail += [f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model")) if key in fields]
+    labels = {"vendor_id": "", "cpu family": "family ", "model": "model "}
+    detail = [f"{label}{fields[key]}" for key, label in labels.items() if key in fields]
     return f"{name} ({', '.join(detail)})" if detail else name
 
 
