@@ -1,12 +1,18 @@
 """Benchmark curricula against the plain baseline under the same training budget.
 
-For every model, curriculum and seed it runs ``python -m train`` in a subprocess (CSV
-logger, no early stopping, same budget), then reports per model and curriculum:
+For every model, arm (curriculum) and seed it runs ``python -m train`` in a subprocess
+(CSV logger, no early stopping, same budget), then reports per model and arm:
 
 - validation and test NDCG@10 (full ranking) of the checkpoint chosen on validation;
 - training seconds, and the training seconds (validation excluded) and steps each run
-  needed to reach the baseline's best validation NDCG@10 of the same seed;
+  needed to reach the same seed's baseline validation NDCG@10: its best (default) or its
+  last one during fit (``--target final``);
 - plots of validation NDCG@10 against training seconds and against steps.
+
+An arm is a curriculum with its own overrides (``--arm NAME CURRICULUM [OVERRIDE ...]``),
+e.g. the sequence-length warm-up with the larger batch and learning rate it is meant to
+allow, next to the same batch without it; without ``--arm`` every curriculum that
+applies to the model is one arm, named after it.
 
 Nothing is ever selected on the test split: checkpoints and the "time to reach" target
 come from validation only. Writes ``results.md``, ``results.json`` and PNGs to ``--out``.
@@ -14,6 +20,9 @@ come from validation only. Writes ``results.md``, ``results.json`` and PNGs to `
     python scripts/bench_curriculum.py --out outputs/bench_curriculum            # synthetic
     python scripts/bench_curriculum.py --data /path/ml-1m.txt --epochs 50 --out ...
     python scripts/bench_curriculum.py --ncf-root /path/ncf --models --out ...  # NCF only
+    python scripts/bench_curriculum.py --data ml-1m.txt --models sasrec --target final \
+        --arm seq_length_b512 seq_length model.datamodule.batch_size=512 \
+        "model.task.lr_scaling={rule:linear,reference_batch_size:128}" --out ...
 """
 from __future__ import annotations
 
@@ -83,10 +92,17 @@ class WallClock(pl.Callback):
 @dataclass
 class Run:
     model: str
-    curriculum: str
+    arm: str  # the name results are reported under (the curriculum's, unless --arm names it)
     seed: int
     directory: Path
     overrides: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    curriculum: str
+    overrides: tuple[str, ...] = ()
 
 
 def budget_overrides(args: argparse.Namespace) -> list[str]:
@@ -108,22 +124,28 @@ def data_overrides(args: argparse.Namespace, model: str) -> list[str]:
     return ["data=synthetic", *args.synthetic]
 
 
+def model_arms(args: argparse.Namespace, model: str) -> list[Arm]:
+    """The baseline, then the ``--arm`` arms, or else each curriculum that applies to ``model``."""
+    if args.arm:
+        return [Arm(BASELINE, BASELINE), *args.arm]
+    wanted = CURRICULA.get(model, [])
+    return [Arm(c, c) for c in [BASELINE] + [c for c in (args.curricula or wanted) if c in wanted]]
+
+
 def plan(args: argparse.Namespace) -> list[Run]:
     models = list(args.models) + (["neumf"] if args.ncf_root and "neumf" not in args.models else [])
     runs = []
     for model in models:
-        wanted = CURRICULA.get(model, [])
-        curricula = [BASELINE] + [c for c in (args.curricula or wanted) if c in wanted]
-        for curriculum in curricula:
+        for arm in model_arms(args, model):
             for seed in range(args.seeds):
                 overrides = [
-                    f"model={model}", f"curriculum={curriculum}", f"seed={seed}", "logger=csv",
+                    f"model={model}", f"curriculum={arm.curriculum}", f"seed={seed}", "logger=csv",
                     "~callbacks.early_stopping", "+callbacks.wall_clock._target_=scripts.bench_curriculum.WallClock",
                     *data_overrides(args, model), *budget_overrides(args), *args.extra,
-                    *(args.curriculum_overrides if curriculum != BASELINE else []),
+                    *(args.curriculum_overrides if arm.name != BASELINE else []), *arm.overrides,
                 ]
-                directory = args.out / "runs" / model / curriculum / f"seed{seed}"
-                runs.append(Run(model, curriculum, seed, directory, overrides))
+                directory = args.out / "runs" / model / arm.name / f"seed{seed}"
+                runs.append(Run(model, arm.name, seed, directory, overrides))
     return runs
 
 
@@ -145,7 +167,7 @@ def execute(run: Run, force: bool) -> float | None:
         return None
     run.directory.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "train", *run.overrides, f"hydra.run.dir={run.directory}"]
-    print(f"[bench] {run.model}/{run.curriculum}/seed{run.seed}: {' '.join(command[3:])}", flush=True)
+    print(f"[bench] {run.model}/{run.arm}/seed{run.seed}: {' '.join(command[3:])}", flush=True)
     started = time.perf_counter()
     with open(run.directory / "train.log", "w") as log:
         result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -186,22 +208,32 @@ def first_reach(curve: list[dict[str, float]], target: float, key: str) -> float
     return None
 
 
-def collect(runs: Sequence[Run]) -> dict[str, Any]:
-    """Per run: final metrics, curve and time/steps to the same seed's baseline best."""
+TARGETS = ("best", "final")
+
+
+def baseline_target(curve: list[dict[str, float]], target: str) -> float:
+    """The baseline's best validation value during fit, or its last one (``final``)."""
+    if not curve:
+        return math.nan
+    return max(p["val"] for p in curve) if target == "best" else curve[-1]["val"]
+
+
+def collect(runs: Sequence[Run], target: str = "best") -> dict[str, Any]:
+    """Per run: final metrics, curve and time/steps to the same seed's baseline ``target``."""
     results: dict[str, Any] = {}
     for run in runs:
         metrics = json.loads((run.directory / "metrics.json").read_text())
-        results[f"{run.model}/{run.curriculum}/{run.seed}"] = {
-            "model": run.model, "curriculum": run.curriculum, "seed": run.seed,
+        results[f"{run.model}/{run.arm}/{run.seed}"] = {
+            "model": run.model, "curriculum": run.arm, "seed": run.seed,
             "val": metrics.get(f"val/{METRIC}"), "test": metrics.get(f"test/{METRIC}"),
             "train_seconds": metrics.get("train_seconds"), "curve": read_curve(run.directory),
         }
     for result in results.values():
         baseline = results.get(f"{result['model']}/{BASELINE}/{result['seed']}")
-        target = max((p["val"] for p in baseline["curve"]), default=math.nan) if baseline else math.nan
-        result["target"] = target
-        result["reach_s"] = first_reach(result["curve"], target, "train_s")
-        result["reach_step"] = first_reach(result["curve"], target, "step")
+        value = baseline_target(baseline["curve"], target) if baseline else math.nan
+        result["target"] = value
+        result["reach_s"] = first_reach(result["curve"], value, "train_s")
+        result["reach_step"] = first_reach(result["curve"], value, "step")
     return results
 
 
@@ -215,7 +247,7 @@ def mean_std(values: Sequence[float | None], digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def summary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+def summary_rows(results: dict[str, Any], target: str = "best") -> list[dict[str, str]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for result in results.values():
         groups.setdefault((result["model"], result["curriculum"]), []).append(result)
@@ -228,8 +260,8 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
             f"val {METRIC}": mean_std([r["val"] for r in group]),
             f"test {METRIC}": mean_std([r["test"] for r in group]),
             "run seconds": mean_std([r["train_seconds"] for r in group], 1),
-            "train s to baseline best": mean_std(reached, 1) if reached else "not reached",
-            "steps to baseline best": mean_std(steps, 0) if reached else "not reached",
+            f"train s to baseline {target}": mean_std(reached, 1) if reached else "not reached",
+            f"steps to baseline {target}": mean_std(steps, 0) if reached else "not reached",
             "reached": f"{len(reached)}/{len(group)}",
         })
     return rows
@@ -299,6 +331,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--curriculum-overrides", nargs="*", default=[],
         help="overrides for curriculum runs only, e.g. curriculum.pacing.ramp_epochs=2",
     )
+    parser.add_argument(
+        "--arm", action="append", nargs="+", default=[], metavar="NAME CURRICULUM [OVERRIDE",
+        help="an arm named NAME: curriculum CURRICULUM with these overrides (repeatable; replaces --curricula)",
+    )
+    parser.add_argument(
+        "--target", choices=TARGETS, default="best",
+        help="the baseline value each arm must reach: its best validation value, or its last one during fit",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="trainings run side by side (give each cores/jobs threads)")
     parser.add_argument("--force", action="store_true", help="rerun runs whose metrics.json exists")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -307,7 +347,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--seeds must be >= 1")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if args.arm and args.curricula is not None:
+        parser.error("give either --curricula or --arm, not both")
+    try:
+        args.arm = parse_arms(args.arm)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
+
+
+def parse_arms(specs: Sequence[Sequence[str]]) -> list[Arm]:
+    """``--arm NAME CURRICULUM [OVERRIDE ...]`` values -> arms, checked against conf/curriculum/."""
+    arms: list[Arm] = []
+    known = sorted(path.stem for path in (ROOT / "conf" / "curriculum").glob("*.yaml"))
+    for spec in specs:
+        if len(spec) < 2:
+            raise ValueError(f"--arm {' '.join(spec)}: give NAME CURRICULUM [OVERRIDE ...]")
+        name, curriculum, *overrides = spec
+        if name == BASELINE or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(
+                f"--arm name {name!r}: use letters, digits, '_' or '-' ({BASELINE!r} is the baseline's)"
+            )
+        if name in {arm.name for arm in arms}:
+            raise ValueError(f"--arm name {name!r} is given twice; give each arm its own name")
+        if curriculum not in known:
+            raise ValueError(f"--arm {name}: unknown curriculum {curriculum!r}; choose from {known}")
+        arms.append(Arm(name, curriculum, tuple(overrides)))
+    return arms
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -321,16 +387,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     execute_all(runs, args.force, args.jobs)
-    results = collect(runs)
+    results = collect(runs, args.target)
     data = args.data or "synthetic " + " ".join(args.synthetic)
     budget = " ".join(budget_overrides(args))
     header = (
         f"## Curriculum benchmark\n\ndata: {data}; budget: {budget}; seeds: {args.seeds}; jobs side by side: {args.jobs}; "
         f"early stopping off; metric: {METRIC} (full ranking), checkpoint chosen on validation.\n"
-        f"Time to baseline best: training seconds (validation excluded) until validation {METRIC} first "
-        "reaches the best validation value of the same seed's baseline."
+        f"Time to baseline {args.target}: training seconds (validation excluded) until validation {METRIC} "
+        f"first reaches the {'best' if args.target == 'best' else 'last'} validation value (during fit) "
+        "of the same seed's baseline."
     )
-    table = markdown(summary_rows(results), header)
+    arms = [f"{arm.name} = curriculum={arm.curriculum} {' '.join(arm.overrides)}".rstrip() for arm in args.arm]
+    if arms:
+        header += "\n\nArms:\n" + "\n".join(f"- {line}" for line in arms)
+    table = markdown(summary_rows(results, args.target), header)
     images = plot(results, args.out)
     table += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in images) + "\n"
     (args.out / "results.md").write_text(table)

@@ -21,7 +21,11 @@ COMMON = (
     "torch", "pytorch_lightning", "torchmetrics", "hydra", "omegaconf", "numpy", "pandas",
     "pyarrow", "tqdm", "rich", "train", "recmodels", "data_modules",
 )
-BY_STEP = {"2": ("deepspeed",)}  # SASRec-XL under ZeRO-3
+BY_STEP = {
+    "2": ("deepspeed",),  # SASRec-XL under ZeRO-3
+    "5": ("matplotlib",),  # the scaling study's plots
+    "6": ("matplotlib",),  # the curriculum benchmark's plots
+}
 DISTRIBUTIONS = {"hydra": "hydra-core", "pytorch_lightning": "pytorch-lightning"}
 CHECKOUT = ("train", "recmodels", "data_modules")
 
@@ -71,7 +75,7 @@ def versions(names: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", default="1,2,3,4,5", help="comma-separated steps of gpu_checks.sh")
+    parser.add_argument("--steps", default="1,2,3,4,5,6", help="comma-separated steps of gpu_checks.sh")
     parser.add_argument("--cuda", choices=("required", "optional"), default="required")
     args = parser.parse_args(argv)
     steps = [step.strip() for step in args.steps.split(",") if step.strip()]

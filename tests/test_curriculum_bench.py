@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-SPEC = importlib.util.spec_from_file_location("bench_curriculum", Path(__file__).resolve().parents[1] / "scripts" / "bench_curriculum.py")
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = importlib.util.spec_from_file_location("bench_curriculum", ROOT / "scripts" / "bench_curriculum.py")
 bench = importlib.util.module_from_spec(SPEC)
 sys.modules[SPEC.name] = bench  # dataclasses look their module up while the class is built
 SPEC.loader.exec_module(bench)
@@ -30,7 +31,7 @@ def write_run(directory: Path, curve: list[tuple[int, float, float]], val: float
 def test_time_to_reach_the_baseline_best_of_the_same_seed(tmp_path: Path) -> None:
     args = bench.parse_args(["--out", str(tmp_path), "--models", "sasrec", "--curricula", "popularity", "--seeds", "2"])
     runs = bench.plan(args)
-    assert [(r.curriculum, r.seed) for r in runs] == [("none", 0), ("none", 1), ("popularity", 0), ("popularity", 1)]
+    assert [(r.arm, r.seed) for r in runs] == [("none", 0), ("none", 1), ("popularity", 0), ("popularity", 1)]
     assert "curriculum=popularity" in runs[2].overrides and "~callbacks.early_stopping" in runs[2].overrides
     curves = {
         ("none", 0): [(10, 1.0, 0.10), (20, 2.0, 0.30), (30, 3.0, 0.25)],  # best 0.30
@@ -39,7 +40,7 @@ def test_time_to_reach_the_baseline_best_of_the_same_seed(tmp_path: Path) -> Non
         ("popularity", 1): [(5, 0.5, 0.10), (20, 2.0, 0.39)],  # never reaches 0.40
     }
     for run in runs:
-        write_run(run.directory, curves[(run.curriculum, run.seed)], val=0.3, test=0.2)
+        write_run(run.directory, curves[(run.arm, run.seed)], val=0.3, test=0.2)
     results = bench.collect(runs)
     assert results["sasrec/popularity/0"]["target"] == pytest.approx(0.30)
     assert results["sasrec/popularity/0"]["reach_s"] == pytest.approx(1.4)
@@ -71,8 +72,94 @@ def test_budget_and_data_overrides() -> None:
 def test_runs_interleave_seeds_so_compared_runs_share_the_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     args = bench.parse_args(["--out", str(tmp_path), "--models", "sasrec", "--curricula", "popularity", "--seeds", "2", "--jobs", "1"])
     started: list[tuple[str, int]] = []
-    monkeypatch.setattr(bench, "execute", lambda run, force: started.append((run.curriculum, run.seed)))
+    monkeypatch.setattr(bench, "execute", lambda run, force: started.append((run.arm, run.seed)))
     bench.execute_all(bench.plan(args), force=False, jobs=args.jobs)
     assert started == [("none", 0), ("popularity", 0), ("none", 1), ("popularity", 1)]
     with pytest.raises(SystemExit):
         bench.parse_args(["--jobs", "0"])
+
+
+def test_named_arms_carry_their_own_curriculum_and_overrides(tmp_path: Path) -> None:
+    args = bench.parse_args([
+        "--out", str(tmp_path), "--models", "sasrec", "--seeds", "1",
+        "--curriculum-overrides", "curriculum.pacing.ramp_epochs=3",
+        "--arm", "warmup_b512", "seq_length", "model.datamodule.batch_size=512",
+        "--arm", "b512", "none", "model.datamodule.batch_size=512",
+    ])
+    runs = bench.plan(args)
+    assert [r.arm for r in runs] == ["none", "warmup_b512", "b512"]
+    baseline, warmup, big = runs
+    assert "curriculum=none" in baseline.overrides and "model.datamodule.batch_size=512" not in baseline.overrides
+    assert "curriculum.pacing.ramp_epochs=3" not in baseline.overrides
+    assert "curriculum=seq_length" in warmup.overrides
+    assert warmup.overrides[-2:] == ["curriculum.pacing.ramp_epochs=3", "model.datamodule.batch_size=512"]
+    assert "curriculum=none" in big.overrides and big.overrides[-1] == "model.datamodule.batch_size=512"
+    assert warmup.directory == tmp_path / "runs" / "sasrec" / "warmup_b512" / "seed0"
+
+
+@pytest.mark.parametrize(
+    "arm, message",
+    [
+        (["--arm", "x", "no_such_curriculum"], "unknown curriculum"),
+        (["--arm", "none", "seq_length"], "baseline"),
+        (["--arm", "a/b", "seq_length"], "letters, digits"),
+        (["--arm", "x", "seq_length", "--arm", "x", "none"], "given twice"),
+        (["--arm", "x"], "NAME CURRICULUM"),
+        (["--arm", "x", "seq_length", "--curricula", "popularity"], "not both"),
+    ],
+)
+def test_bad_arms_are_refused_with_the_reason(arm: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(arm)
+    assert message in capsys.readouterr().err
+
+
+def test_final_target_is_the_baseline_last_validation_during_fit(tmp_path: Path) -> None:
+    args = bench.parse_args(["--out", str(tmp_path), "--models", "sasrec", "--seeds", "1", "--target", "final",
+                             "--arm", "warmup", "seq_length"])
+    runs = bench.plan(args)
+    curves = {
+        "none": [(10, 1.0, 0.10), (20, 2.0, 0.30), (30, 3.0, 0.25)],  # best 0.30, last 0.25
+        "warmup": [(10, 0.8, 0.26), (20, 1.6, 0.29), (30, 2.4, 0.31)],  # 0.25 at 0.8 s, 0.30 at 2.4 s
+    }
+    for run in runs:
+        write_run(run.directory, curves[run.arm], val=0.3, test=0.2)
+    final = bench.collect(runs, args.target)
+    assert final["sasrec/warmup/0"]["target"] == pytest.approx(0.25)
+    assert final["sasrec/warmup/0"]["reach_s"] == pytest.approx(0.8)
+    assert final["sasrec/none/0"]["reach_step"] == 20  # its last value (0.25) was passed earlier, at 0.30
+    best = bench.collect(runs, "best")
+    assert best["sasrec/warmup/0"]["reach_s"] == pytest.approx(2.4)
+    rows = {row["curriculum"]: row for row in bench.summary_rows(final, "final")}
+    assert rows["warmup"]["train s to baseline final"] == "0.8 ± 0.0"
+    assert rows["warmup"]["steps to baseline final"] == "10 ± 0"
+    assert bench.baseline_target([], "final") != bench.baseline_target([], "final")  # NaN: no baseline curve
+
+
+def test_the_gpu_script_curriculum_arms_compose_into_valid_runs(tmp_path: Path) -> None:
+    """Step 6 of scripts/gpu_checks.sh: every planned run's overrides compose and pass the checks."""
+    from hydra import compose, initialize_config_dir
+
+    from train.training.config_checks import check_config
+
+    script = (ROOT / "scripts" / "gpu_checks.sh").read_text().splitlines()
+    variables = {line.split("=", 1)[0]: line.split("=", 1)[1].strip('"').split() for line in script
+                 if line.startswith(("ON_GPU=", "LINEAR_512="))}
+    big = variables["LINEAR_512"]
+    args = bench.parse_args([
+        "--data", "x.txt", "--models", "sasrec", "--seeds", "1", "--target", "final", "--out", str(tmp_path),
+        "--extra", "experiment=sasrec_ce_ml1m", *variables["ON_GPU"],
+        "--arm", "seq_length", "seq_length", "--arm", "seq_length_b512", "seq_length", *big, "--arm", "b512", "none", *big,
+    ])
+    composed = {}
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for run in bench.plan(args):
+            cfg = compose(config_name="train", overrides=run.overrides)
+            check_config(cfg)
+            composed[run.arm] = cfg
+    for arm, cfg in composed.items():
+        assert "early_stopping" not in cfg.callbacks and cfg.model.net.hidden == 64 and cfg.model.datamodule.device_batches
+        assert cfg.model.datamodule.batch_size == (128 if arm in ("none", "seq_length") else 512)
+    assert composed["none"].model.task.lr_scaling is None
+    assert dict(composed["seq_length_b512"].model.task.lr_scaling) == {"rule": "linear", "reference_batch_size": 128}
+    assert "knobs" in composed["seq_length_b512"].curriculum and "knobs" not in composed["b512"].curriculum
