@@ -1,4 +1,4 @@
-"""Compose the real Hydra config for in-process runs on tiny synthetic data."""
+"""Shared test helpers: the real Hydra config on tiny synthetic data, and a torchrun launcher."""
 from __future__ import annotations
 
 import subprocess
