@@ -332,8 +332,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="overrides for curriculum runs only, e.g. curriculum.pacing.ramp_epochs=2",
     )
     parser.add_argument(
-        "--arm", action="append", nargs="+", default=[], metavar="NAME CURRICULUM [OVERRIDE",
-        help="an arm named NAME: curriculum CURRICULUM with these overrides (repeatable; replaces --curricula)",
+        "--arm", action="append", nargs="+", default=[], metavar="ARG",
+        help="NAME CURRICULUM [OVERRIDE ...]: an arm named NAME, that curriculum with these overrides (repeatable; replaces --curricula)",
     )
     parser.add_argument(
         "--target", choices=TARGETS, default="best",
