@@ -1,4 +1,5 @@
-"""Shared test helpers: the real Hydra config on tiny synthetic data, and a torchrun launcher."""
+"""Shared test helpers: the real Hydra config on tiny synthetic data, a torchrun launcher,
+and the overrides the prepared GPU script holds."""
 from __future__ import annotations
 
 import subprocess
@@ -58,3 +59,12 @@ def run_job(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     if done.returncode != 0 and START_UP_ABORT in (done.stderr or ""):
         done = subprocess.run(cmd, **kwargs)
     return done
+
+
+def gpu_script_variable(name: str) -> list[str]:
+    """The overrides a variable of scripts/gpu_checks.sh holds (NAME="..." on one line)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_checks.sh"
+    for line in script.read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1].strip('"').split()
+    raise AssertionError(f"{name} is not set in scripts/gpu_checks.sh")

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import gpu_script_variable
+
 REPO = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("bench_ttq", REPO / "scripts" / "bench_time_to_quality.py")
 bench = importlib.util.module_from_spec(SPEC)
@@ -46,14 +48,6 @@ def test_tiny_run_stops_at_the_first_validation_reaching_the_threshold(tmp_path:
     assert row["test_ndcg@10"] == metrics["test/ndcg@10"]
 
 
-def _script_variable(name: str) -> list[str]:
-    """The overrides a variable of scripts/gpu_checks.sh holds (NAME="..." on one line)."""
-    for line in (REPO / "scripts" / "gpu_checks.sh").read_text().splitlines():
-        if line.startswith(f"{name}="):
-            return line.split("=", 1)[1].strip('"').split()
-    raise AssertionError(f"{name} is not set in scripts/gpu_checks.sh")
-
-
 @pytest.mark.parametrize("experiment", [spec[0] for spec in bench.MODELS.values()])
 def test_gpu_script_overrides_compose_with_every_experiment(experiment: str) -> None:
     """The GPU run cannot be retried cheaply: its overrides must compose and pass the checks here."""
@@ -61,7 +55,7 @@ def test_gpu_script_overrides_compose_with_every_experiment(experiment: str) -> 
 
     from train.training.config_checks import check_config
 
-    overrides = _script_variable("ON_GPU") + _script_variable("BIG_BATCH") + _script_variable("COMPILED")
+    overrides = gpu_script_variable("ON_GPU") + gpu_script_variable("BIG_BATCH") + gpu_script_variable("COMPILED")
     assert "model.datamodule.device_batches=true" in overrides
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"experiment={experiment}", "data.path=x.txt", *overrides])

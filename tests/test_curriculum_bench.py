@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.helpers import gpu_script_variable
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("bench_curriculum", ROOT / "scripts" / "bench_curriculum.py")
 bench = importlib.util.module_from_spec(SPEC)
@@ -142,13 +144,10 @@ def test_the_gpu_script_curriculum_arms_compose_into_valid_runs(tmp_path: Path) 
 
     from train.training.config_checks import check_config
 
-    script = (ROOT / "scripts" / "gpu_checks.sh").read_text().splitlines()
-    variables = {line.split("=", 1)[0]: line.split("=", 1)[1].strip('"').split() for line in script
-                 if line.startswith(("ON_GPU=", "LINEAR_512="))}
-    big = variables["LINEAR_512"]
+    big = gpu_script_variable("LINEAR_512")
     args = bench.parse_args([
         "--data", "x.txt", "--models", "sasrec", "--seeds", "1", "--target", "final", "--out", str(tmp_path),
-        "--extra", "experiment=sasrec_ce_ml1m", *variables["ON_GPU"],
+        "--extra", "experiment=sasrec_ce_ml1m", *gpu_script_variable("ON_GPU"),
         "--arm", "seq_length", "seq_length", "--arm", "seq_length_b512", "seq_length", *big, "--arm", "b512", "none", *big,
     ])
     composed = {}
