@@ -1,8 +1,7 @@
-"""Shared test helpers: the real Hydra config on tiny synthetic data, a torchrun launcher,
-and the overrides the prepared GPU script holds."""
+"""Shared test helpers: the real Hydra config on tiny synthetic data, and the overrides
+the prepared GPU script holds."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -41,24 +40,6 @@ class Payload:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Path.touch, (Path(self.marker),))
-
-
-START_UP_ABORT = "terminate called without an active exception"
-
-
-def run_job(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
-    """``subprocess.run`` for a torchrun job, launched once more if a rank aborted natively.
-
-    On the loaded test machine (several pytest workers on 2 cores), a rank has twice
-    aborted right after "Initializing distributed" with this C++ message, in about twenty
-    full-suite runs. It never recurred when rerun alone or in 12 launches under load. Such
-    a job is launched a second time; any other failure, or a second abort, is returned
-    as it is, for the test to report.
-    """
-    done = subprocess.run(cmd, **kwargs)
-    if done.returncode != 0 and START_UP_ABORT in (done.stderr or ""):
-        done = subprocess.run(cmd, **kwargs)
-    return done
 
 
 def gpu_script_variable(name: str) -> list[str]:

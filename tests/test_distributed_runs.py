@@ -20,7 +20,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.helpers import run_job
 from train.building import build_with_data
 from train.runs.checkpoints import load_weights
 from train.runs.consolidate import consolidate
@@ -73,7 +72,7 @@ def run(
     cwd.mkdir(parents=True, exist_ok=True)
     wandb_mode = "offline" if logger == "wandb" else "disabled"
     cmd = train_cmd(*overrides, nproc=nproc, logger=logger)
-    done = run_job(cmd, cwd=cwd, env=_env(wandb_mode), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=cwd, env=_env(wandb_mode), capture_output=True, text=True, timeout=300)
     if expect_ok and done.returncode != 0:
         raise AssertionError(f"training failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
     return done

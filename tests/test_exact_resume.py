@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import run_job
 from tests.kill_points import KILL_AT, KILL_GROUP, PRELOAD, run_cli
 from train.training import atomic_checkpoints
 from train.training.atomic_checkpoints import AtomicCheckpointIO, part_path, publish_folder
@@ -141,7 +140,7 @@ def torchrun(cwd: Path, *overrides: str, kill_at: str = "") -> subprocess.Comple
     # --standalone: a free rendezvous port, so torchrun jobs of parallel test workers never meet
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train", *overrides]
     env = child_env(**({KILL_AT: kill_at, KILL_GROUP: "1"} if kill_at else {}))
-    return run_job(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
