@@ -39,6 +39,16 @@ def test_run_writes_metrics_of_the_best_checkpoint(tmp_path: Path) -> None:
     assert direct["hr@10"] == pytest.approx(metrics["test/hr@10"], abs=1e-6)
 
 
+def test_testing_switched_off_writes_the_validation_metrics_alone(tmp_path: Path) -> None:
+    """``trainer.limit_test_batches=0`` (tuning on validation only): Lightning then returns no
+    test results; the run still ends with metrics.json, and no test metric is invented."""
+    cfg = tiny_config(tmp_path, "model=gmf", "trainer.max_epochs=1", "+trainer.limit_test_batches=0")
+    train(cfg)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= saved["val/ndcg@10"] <= 1.0
+    assert not [key for key in saved if key.startswith("test/")]
+
+
 def test_popularity_baseline_ranks_by_training_counts(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, "model=pop")
     metrics = train(cfg)

@@ -323,6 +323,12 @@ def _check_monitor(cfg: DictConfig) -> None:
             f"{cfg.get('monitor')!r} has nothing to choose a checkpoint with; use protocol=refit "
             "(fixed epochs, the last checkpoint tested) or data.preprocess.validation=holdout"
         )
+    if cfg.get("monitor") is not None and _value(cfg, "trainer.limit_val_batches") == 0:
+        raise ConfigError(
+            f"trainer.limit_val_batches=0 switches validation off, so monitor={cfg.get('monitor')!r} "
+            "has nothing to choose a checkpoint with (and early stopping nothing to stop on); "
+            "drop limit_val_batches, or train a fixed number of epochs and test the last: protocol=refit"
+        )
     for key in ("monitor", "optimized_metric"):
         value = cfg.get(key)
         if value is None and (key == "optimized_metric" or trains_on_validation):

@@ -43,6 +43,11 @@ def checkpoint_callback(callbacks: list[pl.Callback]) -> ModelCheckpoint | None:
     return next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
 
 
+def first(results: list[dict[str, float]]) -> dict[str, float]:
+    """The one dataloader's metrics; ``{}`` when Lightning ran none (``limit_*_batches=0``)."""
+    return results[0] if results else {}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, keep the best checkpoint by ``cfg.monitor`` (``protocol=refit``: the last),
     test it, write metrics.json."""
@@ -84,8 +89,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = checkpoint_callback(callbacks)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     # protocol=refit trained on the validation rows: there is nothing left to validate on.
-    val = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0] if has_validation else {}
-    test = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    val = first(trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)) if has_validation else {}
+    test = first(trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False))
     if trainer.is_global_zero:  # what infer/serve/profile reload
         save_run_artifacts(output_dir, cfg, data, best, model=model)
 
