@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from tests.helpers import CONF_DIR, tiny_config
 from train.serving.loading import load_recommender
+from train.training.config_checks import ConfigError, check_config
 from train.training.overfit import OverfitBatches
 from train.training.run import train
 
@@ -47,6 +48,14 @@ def test_overfit_trains_on_the_same_few_batches(tmp_path: Path) -> None:
         metrics = train(cfg)
     assert metrics["epochs"] == 6 and len(losses) == 6
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("value", ["2", "0.5"])
+def test_lightnings_overfit_batches_names_debug_overfit(tmp_path: Path, value: str) -> None:
+    """Lightning's sampler swap would fail at the first batch with an AttributeError."""
+    with pytest.raises(ConfigError, match=f"overfit_batches={value}.*debug=overfit"):
+        check_config(tiny_config(tmp_path, *TINY, "model=sasrec", f"+trainer.overfit_batches={value}"))
+    check_config(tiny_config(tmp_path, *TINY, "+trainer.overfit_batches=0"))
 
 
 def test_limit_runs_one_short_epoch(tmp_path: Path) -> None:

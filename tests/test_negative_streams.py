@@ -69,7 +69,7 @@ def test_a_run_draws_from_its_configured_seed(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(sequence_task, "step_generator", recording)
     cfg = tiny_config(
         tmp_path, "model=sasrec", "seed=7", *SAMPLED, "model.datamodule.batch_size=16",
-        "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=3",
     )
     train(cfg)
     assert calls == [(7, 0, 0), (7, 1, 0), (7, 2, 0)]

@@ -107,10 +107,10 @@ def test_trained_on_validation_with_a_monitor_is_refused(tmp_path: Path) -> None
 @pytest.mark.parametrize("limit", ["0", "0.0"])
 def test_validation_switched_off_with_a_monitor_is_refused(tmp_path: Path, limit: str) -> None:
     """Lightning would train an epoch, then fail in early stopping or the final validate."""
-    cfg = tiny_config(tmp_path, "model=sasrec", f"+trainer.limit_val_batches={limit}")
+    cfg = tiny_config(tmp_path, "model=sasrec", f"trainer.limit_val_batches={limit}")
     with pytest.raises(ConfigError, match="limit_val_batches=0 switches validation off.*protocol=refit"):
         check_config(cfg)
-    check_config(tiny_config(tmp_path, "model=sasrec", "+trainer.limit_val_batches=0.5"))
+    check_config(tiny_config(tmp_path, "model=sasrec", "trainer.limit_val_batches=0.5"))
     check_config(tiny_config(tmp_path, "model=sasrec", "protocol=refit"))  # sets it to 0, monitor null
 
 

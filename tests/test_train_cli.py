@@ -42,7 +42,7 @@ def test_run_writes_metrics_of_the_best_checkpoint(tmp_path: Path) -> None:
 def test_testing_switched_off_writes_the_validation_metrics_alone(tmp_path: Path) -> None:
     """``trainer.limit_test_batches=0`` (tuning on validation only): Lightning then returns no
     test results; the run still ends with metrics.json, and no test metric is invented."""
-    cfg = tiny_config(tmp_path, "model=gmf", "trainer.max_epochs=1", "+trainer.limit_test_batches=0")
+    cfg = tiny_config(tmp_path, "model=gmf", "trainer.max_epochs=1", "trainer.limit_test_batches=0")
     train(cfg)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= saved["val/ndcg@10"] <= 1.0

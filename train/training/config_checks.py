@@ -77,7 +77,20 @@ def check_config(cfg: DictConfig) -> None:
     _check_sparse_embeddings(cfg)
     _check_ckpt_path(cfg.get("ckpt_path"))
     _check_compile(cfg)
+    _check_overfit_batches(cfg)
     check_deepspeed_installed(cfg)
+
+
+def _check_overfit_batches(cfg: DictConfig) -> None:
+    """Lightning's ``overfit_batches`` swaps the training sampler for one of single indices,
+    which the whole-batch data modules cannot serve (it fails at the first batch)."""
+    value = _value(cfg, "trainer.overfit_batches")
+    if value not in (None, 0, 0.0):
+        raise ConfigError(
+            f"trainer.overfit_batches={value}: recflow's data modules build whole batches and "
+            "cannot take Lightning's replacement sampler; use debug=overfit instead "
+            "(callbacks.overfit.batches=N fixes the examples of N batches)"
+        )
 
 
 def _check_compile(cfg: DictConfig) -> None:
