@@ -162,7 +162,8 @@ def wandb_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     """One in-process offline W&B run of GMF with ``logger.log_model=true``."""
     out = tmp_path_factory.mktemp("wandb_run")
     cfg = tiny_config(out, "model=gmf", "trainer.max_epochs=2", "model.datamodule.batch_size=64", "seed=7",
-                      "logger=wandb", "logger.mode=offline", "logger.log_model=true", "logger.tags=[baseline]")
+                      "logger=wandb", "logger.mode=offline", "logger.log_model=true", "logger.tags=[baseline]",
+                      "logger.entity=my-team")
     return out, train(cfg)
 
 
@@ -175,6 +176,7 @@ def test_wandb_run_is_named_tagged_and_keeps_the_folders_id(wandb_run: tuple[Pat
     assert run.display_name == "gmf-synthetic-pointwise-s7"
     assert list(run.tags) == ["gmf", "synthetic", "loss:pointwise", "strategy:auto", "curriculum:none", "baseline"]
     assert run.job_type == "train" and run.run_group == "" and run.project == "recflow"
+    assert run.entity == "my-team"
 
 
 def test_wandb_summary_holds_the_final_metrics_and_the_lr_is_logged(wandb_run: tuple[Path, dict[str, Any]]) -> None:
