@@ -188,6 +188,15 @@ def test_wandb_summary_holds_the_final_metrics_and_the_lr_is_logged(wandb_run: t
     assert "lr-Adam" in history_keys(run_file)  # LearningRateMonitor, added because a logger exists
 
 
+def test_wandb_project_follows_wandb_project_unless_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B users set WANDB_PROJECT; an explicit project in wandb.init would override it."""
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    assert tiny_config(tmp_path, "logger=wandb").logger.project == "from-env"
+    assert tiny_config(tmp_path, "logger=wandb", "logger.project=given").logger.project == "given"
+    monkeypatch.delenv("WANDB_PROJECT")
+    assert tiny_config(tmp_path, "logger=wandb").logger.project == "recflow"
+
+
 def test_log_model_uploads_the_tested_checkpoint_and_metrics(wandb_run: tuple[Path, dict[str, Any]]) -> None:
     out, metrics = wandb_run
     (run_file,) = offline_runs(out)
