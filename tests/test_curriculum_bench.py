@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import gpu_script_variable
+from tests.helpers import gpu_script_variable, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("bench_curriculum", ROOT / "scripts" / "bench_curriculum.py")
@@ -69,6 +69,17 @@ def test_budget_and_data_overrides() -> None:
     assert bench.data_overrides(args, "neumf") == ["data=ncf_split", "data.root=/n"]
     assert bench.data_overrides(args, "sasrec") == ["data=sequence_file", "data.path=/d/ml-1m.txt"]
     assert bench.mean_std([1.0, 3.0, None]) == "2.0000 ± 1.4142"
+
+
+@pytest.mark.parametrize("budget", [["--max-steps", "500"], ["--max-seconds", "3725"], ["--epochs", "3"]])
+def test_budget_overrides_compose_with_the_project_config(tmp_path: Path, budget: list[str]) -> None:
+    """Each budget is a plain override of a key the trainer config lists."""
+    from train.training.config_checks import check_config
+
+    cfg = tiny_config(tmp_path, "model=sasrec", *bench.budget_overrides(bench.parse_args(budget)))
+    check_config(cfg)
+    assert cfg.trainer.max_steps == (500 if budget[0] == "--max-steps" else -1)
+    assert cfg.trainer.max_epochs == (3 if budget[0] == "--epochs" else -1)
 
 
 def test_runs_interleave_seeds_so_compared_runs_share_the_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
