@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from train.training.config_checks import ConfigError
+from train.training.config_error import ConfigError
 
 # torch.compile's keyword arguments (all but the function to compile), read from the
 # installed torch so a newer release's options are accepted as they appear.

@@ -16,12 +16,10 @@ from data_modules.preprocessing import PreprocessConfig
 from train.building import FEATURE_KEYS
 from train.evaluation.metrics import DEFAULT_METRICS, check_ks, check_metrics
 from train.extras import check_deepspeed_installed
+from train.training.compilation import compile_options
+from train.training.config_error import ConfigError
 from train.training.threads import check_setting as check_threads_setting
 from train.training.checkpoint_checksums import is_remote
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message says which key and how to fix it."""
 
 
 # Nodes built from ``_target_``: their keys are checked against the target's signature.
@@ -95,8 +93,6 @@ def _check_overfit_batches(cfg: DictConfig) -> None:
 
 def _check_compile(cfg: DictConfig) -> None:
     """A bad ``compile=`` value fails before the data loads, not after."""
-    from train.training.compilation import compile_options  # imports this module
-
     compile_options(cfg.get("compile"))
 
 
