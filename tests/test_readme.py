@@ -40,6 +40,7 @@ SETUP = ("mkdir", "printf")  # shell lines that only write files into the curren
 # Lines that cannot run here at all, by their first words, with the reason.
 ALLOWLIST = {
     ("pip", "install"): "installs packages from the network into the active environment",
+    ("DS_BUILD_OPS=0", "pip", "wheel"): "downloads and builds wheels from the network",
 }
 # Appended to every training command that runs: one short epoch, one thread, no tracker.
 TINY_RUN = [
