@@ -111,6 +111,27 @@ def test_resuming_from_a_flipped_last_checkpoint_fails_clearly(run_dir: Path, tm
         train(cfg)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not a checkpoint"])
+def test_an_unreadable_checkpoint_without_sidecar_fails_clearly(run_dir: Path, tmp_path: Path, damage: str) -> None:
+    """With no sidecar to check, the load itself fails: the error names the file and the fix,
+    and never repeats torch's advice to reload it with weights_only=False."""
+    run = copied(run_dir, tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    sidecar_of(last).unlink()
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a checkpoint\n")
+    cfg = tiny_config(run, "model=gmf", *QUICK)
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 4
+        cfg.ckpt_path = str(last)
+    with pytest.raises(CheckpointError, match=f"checkpoint {last} could not be read .*pass an intact") as error:
+        train(cfg)
+    assert "False" not in str(error.value)
+    with pytest.raises(CheckpointError, match="could not be read") as direct:
+        load_checkpoint(last)
+    assert "False" not in str(direct.value)
+
+
 def test_resuming_from_an_intact_last_checkpoint_still_works(run_dir: Path, tmp_path: Path) -> None:
     run = copied(run_dir, tmp_path)
     cfg = tiny_config(run, "model=gmf", "eval.ks=[5,10]")

@@ -78,7 +78,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/corrupt files
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); is the file complete?") from exc
+        raise unreadable(path, exc) from exc
+
+
+def unreadable(path: str | Path, exc: Exception) -> CheckpointError:
+    """The error for a checkpoint file torch could not load weights-only.
+
+    torch's own message advises reloading with ``weights_only=False``, which would run
+    whatever the file holds; only its reason is kept here.
+    """
+    text = str(exc)
+    reason = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+    reason = " ".join(reason.split())[:300] or type(exc).__name__
+    return CheckpointError(
+        f"checkpoint {path} could not be read ({type(exc).__name__}: {reason}); it is truncated, corrupt, "
+        "or not a checkpoint recflow wrote (only tensors and plain values are loaded); pass an intact "
+        ".ckpt from a run's checkpoints/"
+    )
 
 
 def model_state(checkpoint: dict[str, Any], prefix: str = "model.") -> dict[str, torch.Tensor]:

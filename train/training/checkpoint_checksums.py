@@ -10,14 +10,16 @@ get no sidecar; their consolidated file does.
 """
 from __future__ import annotations
 
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.plugins import CheckpointIO
 
-from train.runs.checkpoints import CheckpointError, sidecar_of, verify_checksum, write_checksum
+from train.runs.checkpoints import CheckpointError, sidecar_of, unreadable, verify_checksum, write_checksum
 
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -43,9 +45,15 @@ class ChecksumCheckpointIO(CheckpointIO):
                 "download it yourself and pass the local file"
             )
         local = _local_file(path)
-        if local is not None:
-            verify_checksum(local)
-        return self.inner.load_checkpoint(path, *args, **kwargs)
+        if local is None:
+            return self.inner.load_checkpoint(path, *args, **kwargs)
+        verify_checksum(local)
+        try:
+            return self.inner.load_checkpoint(path, *args, **kwargs)
+        except (FileNotFoundError, PermissionError):
+            raise
+        except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, OSError) as exc:
+            raise unreadable(local, exc) from exc  # not torch's advice to load it unsafely
 
     def remove_checkpoint(self, path: Any) -> None:
         self.inner.remove_checkpoint(path)
