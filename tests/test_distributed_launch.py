@@ -257,3 +257,5 @@ def test_checkpoint_paths_are_checked(tmp_path: Path) -> None:
     single.write_bytes(b"")
     with pytest.raises(ConsolidationError, match="need no consolidation"):
         checkpoint_tag_dir(single)
+    with pytest.raises(ConsolidationError, match="missing.ckpt does not exist; pass a DeepSpeed checkpoint folder"):
+        checkpoint_tag_dir(tmp_path / "missing.ckpt")

@@ -45,6 +45,11 @@ class ConsolidationError(ValueError):
 def checkpoint_tag_dir(checkpoint_dir: str | Path) -> Path:
     """The folder holding the shards: ``<dir>/<tag>`` where ``<dir>/latest`` names the tag."""
     checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.exists():
+        raise ConsolidationError(
+            f"{checkpoint_dir} does not exist; pass a DeepSpeed checkpoint folder, "
+            "e.g. <run>/checkpoints/last.ckpt written by a trainer=deepspeed_* run"
+        )
     if checkpoint_dir.is_file():
         raise ConsolidationError(
             f"{checkpoint_dir} is a single file, not a DeepSpeed checkpoint directory; "
