@@ -98,6 +98,24 @@ def test_short_lists_when_k_exceeds_unseen(run_dir: Path, tmp_path: Path) -> Non
     assert report.rows == int(unseen.sum())
 
 
+def test_csv_holds_the_parquet_table_with_one_header(run_dir: Path, tmp_path: Path) -> None:
+    """Streamed in chunks of 9 users: the header is written once, every row follows it."""
+    model, ctx = load_recommender(run_dir)
+    from train.serving import write_recommendations
+
+    users = np.arange(ctx.data.num_users)
+    for name in ("recs.parquet", "recs.csv"):
+        write_recommendations(model, ctx, users, K, tmp_path / name, batch_size=9, progress=False)
+    text = (tmp_path / "recs.csv").read_text()
+    assert text.count("user,rank,item,score") == 1 and text.startswith("user,rank,item,score\n")
+    got, expected = pd.read_csv(tmp_path / "recs.csv"), pd.read_parquet(tmp_path / "recs.parquet")
+    assert len(got) == ctx.data.num_users * K
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-6)
+    empty = tmp_path / "none.csv"
+    assert write_recommendations(model, ctx, users[:0], K, empty, progress=False).rows == 0
+    assert empty.read_text() == "user,rank,item,score\n"
+
+
 def test_cli_user_file_jsonl_writes_only_out(run_dir: Path, tmp_path: Path) -> None:
     users = tmp_path / "users.txt"
     users.write_text("3\nnot-a-user\n0\n999999\n")

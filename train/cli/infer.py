@@ -1,4 +1,4 @@
-"""``recflow-infer run=DIR [users=all|FILE] [k=10] [out=FILE.parquet|.jsonl]``: batch top-K.
+"""``recflow-infer run=DIR [users=all|FILE] [k=10] [out=FILE.parquet|.csv|.jsonl]``: batch top-K.
 
 Every chosen user gets the ``k`` best-scored items they have not interacted with; see
 conf/infer.yaml for every option and :mod:`train.serving.infer` for the work.

@@ -1,4 +1,4 @@
-"""Batch top-K recommendations for many users, streamed to Parquet or JSON lines.
+"""Batch top-K recommendations for many users, streamed to Parquet, CSV or JSON lines.
 
 Users are ranked ``batch_size`` at a time; :func:`recommend` scores the catalogue in item
 chunks with a running top-K, so memory stays bounded whatever the catalogue size, and
@@ -22,7 +22,8 @@ from recmodels.base import Recommender
 from train.serving.loading import RunContext
 from train.serving.topk import NO_ITEM, known_pairs, recommend
 
-FORMATS = (".parquet", ".jsonl")
+FORMATS = (".parquet", ".csv", ".jsonl")
+COLUMNS = ["user", "rank", "item", "score"]  # the long table of .parquet and .csv
 
 
 @dataclass
@@ -89,7 +90,7 @@ def chunk_frame(chunk: Chunk, ctx: RunContext) -> pd.DataFrame:
 
 
 class RecommendationWriter:
-    """Writes chunks to ``.parquet`` (long table) or ``.jsonl`` (one user per line)."""
+    """Writes chunks to ``.parquet`` or ``.csv`` (long table) or ``.jsonl`` (one user per line)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -101,10 +102,16 @@ class RecommendationWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
         self._parquet: pq.ParquetWriter | None = None
         self._jsonl = open(self._tmp, "w") if self.path.suffix == ".jsonl" else None
+        self._csv = open(self._tmp, "w", newline="") if self.path.suffix == ".csv" else None
+        self._csv_rows = 0
 
     def write(self, frame: pd.DataFrame) -> None:
         if self._jsonl is not None:
             self._write_jsonl(frame)
+            return
+        if self._csv is not None:
+            frame.to_csv(self._csv, header=self._csv_rows == 0, index=False)
+            self._csv_rows += len(frame)
             return
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._parquet is None:
@@ -121,16 +128,21 @@ class RecommendationWriter:
     def close(self, frame_schema: pd.DataFrame | None = None) -> None:
         if self._jsonl is not None:
             self._jsonl.close()
+        elif self._csv is not None:
+            if self._csv_rows == 0:  # no rows at all: still the header
+                pd.DataFrame(columns=COLUMNS).to_csv(self._csv, index=False)
+            self._csv.close()
         elif self._parquet is None:  # no rows at all: still write a valid empty table
-            empty = frame_schema if frame_schema is not None else pd.DataFrame(columns=["user", "rank", "item", "score"])
+            empty = frame_schema if frame_schema is not None else pd.DataFrame(columns=COLUMNS)
             pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), self._tmp)
         else:
             self._parquet.close()
         self._tmp.replace(self.path)
 
     def abort(self) -> None:
-        if self._jsonl is not None:
-            self._jsonl.close()
+        for handle in (self._jsonl, self._csv):
+            if handle is not None:
+                handle.close()
         if self._parquet is not None:
             self._parquet.close()
         self._tmp.unlink(missing_ok=True)
