@@ -84,7 +84,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def unreadable(path: str | Path, exc: Exception) -> CheckpointError:
     """The error for a checkpoint file torch could not load weights-only.
 
-    torch's own message advises reloading with ``weights_only=False``, which would run
+    torch's own message advises turning the weights-only guard off, which would run
     whatever the file holds; only its reason is kept here.
     """
     text = str(exc)
