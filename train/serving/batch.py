@@ -101,37 +101,31 @@ class RecommendationWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
         self._parquet: pq.ParquetWriter | None = None
-        self._jsonl = open(self._tmp, "w") if self.path.suffix == ".jsonl" else None
-        self._csv = open(self._tmp, "w", newline="") if self.path.suffix == ".csv" else None
-        self._csv_rows = 0
+        self._text = open(self._tmp, "w", newline="") if self.path.suffix != ".parquet" else None
 
     def write(self, frame: pd.DataFrame) -> None:
-        if self._jsonl is not None:
+        if self.path.suffix == ".jsonl":
             self._write_jsonl(frame)
-            return
-        if self._csv is not None:
-            frame.to_csv(self._csv, header=self._csv_rows == 0, index=False)
-            self._csv_rows += len(frame)
-            return
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self._tmp, table.schema)
-        self._parquet.write_table(table)
+        elif self.path.suffix == ".csv":
+            frame.to_csv(self._text, header=self._text.tell() == 0, index=False)
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self._tmp, table.schema)
+            self._parquet.write_table(table)
 
     def _write_jsonl(self, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
         grouped = frame.groupby("user", sort=False).agg(items=("item", list), scores=("score", list))
         text = grouped.reset_index().to_json(orient="records", lines=True, double_precision=7)
-        self._jsonl.write(text if text.endswith("\n") else text + "\n")
+        self._text.write(text if text.endswith("\n") else text + "\n")
 
     def close(self, frame_schema: pd.DataFrame | None = None) -> None:
-        if self._jsonl is not None:
-            self._jsonl.close()
-        elif self._csv is not None:
-            if self._csv_rows == 0:  # no rows at all: still the header
-                pd.DataFrame(columns=COLUMNS).to_csv(self._csv, index=False)
-            self._csv.close()
+        if self._text is not None:
+            if self.path.suffix == ".csv" and self._text.tell() == 0:  # nothing written: still the header
+                pd.DataFrame(columns=COLUMNS).to_csv(self._text, index=False)
+            self._text.close()
         elif self._parquet is None:  # no rows at all: still write a valid empty table
             empty = frame_schema if frame_schema is not None else pd.DataFrame(columns=COLUMNS)
             pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), self._tmp)
@@ -140,9 +134,8 @@ class RecommendationWriter:
         self._tmp.replace(self.path)
 
     def abort(self) -> None:
-        for handle in (self._jsonl, self._csv):
-            if handle is not None:
-                handle.close()
+        if self._text is not None:
+            self._text.close()
         if self._parquet is not None:
             self._parquet.close()
         self._tmp.unlink(missing_ok=True)
